@@ -1,0 +1,60 @@
+"""The backend contract: everything the router needs from an engine, and nothing more.
+
+Lifecycle::
+
+    backend = HFBackend(config)      # cheap: no model loaded yet
+    await backend.start()            # load weights, start the step loop; raises if it cannot
+    async for delta in backend.generate(request):   # one request; closing the iterator aborts it
+        ...
+    await backend.health()           # True while the engine can take requests
+    await backend.close()            # stop taking requests, free the model
+
+`generate` raises `errors.InvalidRequest` (or a subclass) for input the engine cannot take (prompt too
+long, unknown adapter) *before* yielding anything; any exception after the first delta means the
+request failed midway.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from backends.types import GenerateRequest, ModelInfo, OutputDelta
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer that front ends use (tokenize, chat templates)."""
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str: ...
+
+
+class Backend(abc.ABC):
+    """One engine serving one model. See the module docstring for the lifecycle."""
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo:
+        """Name and context length of the served model."""
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The model's tokenizer when it is local; None for remote backends."""
+        return None
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model and begin accepting requests."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        """Stream the request's output deltas; closing the iterator early aborts the request."""
+
+    @abc.abstractmethod
+    async def health(self) -> bool:
+        """True while the backend can accept requests."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Abort outstanding requests and release the model."""

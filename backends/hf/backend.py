@@ -1,0 +1,130 @@
+"""The Hugging Face backend: our continuous-batching engine behind the backend contract."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import torch
+
+from backends.base import Backend
+from backends.errors import ContextLengthExceeded, InvalidRequest
+from backends.hf.config import HFEngineConfig
+from backends.hf.core import EngineCore
+from backends.hf.engine import AsyncEngine
+from backends.hf.loader import load_model
+from backends.hf.scheduler import SchedulerConfig
+from backends.hf.sequence import Sequence
+from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
+
+# Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
+_UNSUPPORTED = (
+    ("best_of", lambda p: p.best_of is not None and p.best_of != p.n),
+    ("logprobs", lambda p: p.logprobs is not None),
+    ("prompt_logprobs", lambda p: p.prompt_logprobs is not None),
+    ("use_beam_search", lambda p: p.use_beam_search),
+    ("response_format", lambda p: p.json_schema is not None),
+)
+
+
+class HFBackend(Backend):
+    def __init__(self, config: HFEngineConfig):
+        self.config = config
+        self._name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
+        self._loaded = None
+        self.engine: AsyncEngine | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        max_len = self._loaded.max_model_len if self._loaded else (self.config.max_model_len or 0)
+        return ModelInfo(name=self._name, max_model_len=max_len)
+
+    @property
+    def tokenizer(self):
+        return self._loaded.tokenizer if self._loaded else None
+
+    async def start(self) -> None:
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self._loaded = await asyncio.to_thread(load_model, self.config)
+        loaded = self._loaded
+        scheduler_config = SchedulerConfig(
+            max_num_seqs=self.config.max_num_seqs,
+            max_num_batched_tokens=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
+        )
+        core = EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
+                          loaded.eos_token_ids, loaded.pad_token_id)
+        self.engine = AsyncEngine(core)
+        self.engine.start()
+
+    async def health(self) -> bool:
+        return self.engine is not None and self.engine.alive
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop)
+
+    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+        if request.prompt_token_ids is not None:
+            ids = request.prompt_token_ids
+            vocab = self._loaded.model.config.vocab_size
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", param="prompt")
+            return list(ids)
+        return self._loaded.tokenizer.encode(request.prompt or "")
+
+    def _checked_params(self, request: GenerateRequest, prompt_ids: list[int]) -> SamplingParams:
+        """The request's sampling params with max_tokens resolved, or InvalidRequest."""
+        params = request.sampling
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        for name, used in _UNSUPPORTED:
+            if used(params):
+                raise InvalidRequest(f"{name} is not supported by the hf backend yet", param=name)
+        if not prompt_ids:
+            raise InvalidRequest("prompt must contain at least one token", param="prompt")
+        max_len = self._loaded.max_model_len
+        if params.max_tokens is None:
+            if len(prompt_ids) >= max_len:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {max_len} tokens. However, your prompt has "
+                    f"{len(prompt_ids)} tokens, which leaves no room for a completion.",
+                    param="prompt",
+                )
+            return replace(params, max_tokens=max_len - len(prompt_ids))
+        if len(prompt_ids) + params.max_tokens > max_len:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {max_len} tokens. However, you requested "
+                f"{len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the prompt, "
+                f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens" if len(prompt_ids) < max_len else "prompt",
+            )
+        return params
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        prompt_ids = self._prompt_ids(request)
+        params = self._checked_params(request, prompt_ids)
+        seqs = [
+            Sequence(request.request_id, prompt_ids, _for_choice(params, i), index=i)
+            for i in range(params.n)
+        ]
+        completion_tokens = 0
+        remaining = len(seqs)
+        async for delta in self.engine.generate(seqs):
+            if delta.finish_reason is not None:
+                remaining -= 1
+                completion_tokens += delta.usage.completion_tokens
+                delta.usage = Usage(len(prompt_ids), completion_tokens) if remaining == 0 else None
+            yield delta
+
+
+def _for_choice(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice i of a seeded request uses seed + i, so the n choices differ but each is reproducible."""
+    if index == 0 or params.seed is None:
+        return params
+    return replace(params, seed=params.seed + index)

@@ -1,0 +1,91 @@
+"""The synchronous engine: `step() = schedule() -> run() -> postprocess()`.
+
+Runs on the engine thread only. Everything here is single-threaded; the asyncio side (engine.py) talks
+to it through `add`, `abort` and `step` from that one thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backends.hf.detokenizer import IncrementalDetokenizer
+from backends.hf.runner import ModelRunner
+from backends.hf.sampler import Sampler
+from backends.hf.scheduler import Scheduler, SchedulerConfig
+from backends.hf.sequence import Sequence
+from backends.types import FinishReason, OutputDelta, Usage
+
+
+@dataclass
+class SequenceOutput:
+    """One step's news for one sequence, addressed to its request."""
+
+    seq: Sequence
+    delta: OutputDelta
+
+
+class EngineCore:
+    def __init__(self, model, tokenizer, scheduler_config: SchedulerConfig, max_model_len: int,
+                 eos_token_ids: list[int], pad_token_id: int):
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.eos_token_ids = set(eos_token_ids)
+        self.scheduler = Scheduler(scheduler_config)
+        self.runner = ModelRunner(model, scheduler_config.max_num_seqs, max_model_len, pad_token_id)
+        self.sampler = Sampler(eos_token_ids)
+        self.num_steps = 0
+        self._by_request: dict[str, list[Sequence]] = {}
+
+    def add(self, seqs: list[Sequence]) -> None:
+        for seq in seqs:
+            seq.detokenizer = IncrementalDetokenizer(
+                self.tokenizer, seq.prompt_token_ids, seq.sampling.stop, seq.sampling.skip_special_tokens
+            )
+            self.scheduler.add(seq)
+        self._by_request.setdefault(seqs[0].request_id, []).extend(seqs)
+
+    def abort(self, request_id: str) -> None:
+        for seq in self._by_request.pop(request_id, []):
+            seq.finish(FinishReason.ABORT)
+            self._free(seq)
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[SequenceOutput]:
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        due, logits = self.runner.execute(batch.num_scheduled_tokens)
+        self.num_steps += 1
+        if not due:
+            return []
+        next_tokens = self.sampler(logits, due)
+        return [self._postprocess(seq, token) for seq, token in zip(due, next_tokens, strict=True)]
+
+    def _postprocess(self, seq: Sequence, token: int) -> SequenceOutput:
+        seq.append_token(token)
+        params = seq.sampling
+        is_eos = token in self.eos_token_ids and not params.ignore_eos
+        is_stop_token = token in params.stop_token_ids
+        text = "" if (is_eos or is_stop_token) else seq.detokenizer.add_token(token)
+        reason = None
+        if is_eos or is_stop_token or seq.detokenizer.stopped:
+            reason = FinishReason.STOP
+        elif seq.num_output_tokens >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
+            reason = FinishReason.LENGTH
+        delta = OutputDelta(index=seq.index, token_ids=[token], text=text)
+        if reason is not None:
+            delta.text += seq.detokenizer.flush()
+            delta.finish_reason = reason
+            delta.usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens)
+            seq.finish(reason)
+            self._free(seq)
+            siblings = self._by_request.get(seq.request_id, [])
+            if all(s.is_finished for s in siblings):
+                self._by_request.pop(seq.request_id, None)
+        return SequenceOutput(seq, delta)
+
+    def _free(self, seq: Sequence) -> None:
+        self.scheduler.remove(seq)
+        self.runner.release(seq)

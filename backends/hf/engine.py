@@ -1,0 +1,125 @@
+"""The asyncio face of the engine: one queue per request, fed by a step loop on its own thread.
+
+The step loop never runs on the event loop, so a forward pass does not stall HTTP handling. Requests
+and aborts cross to the engine thread through a locked inbox; each step's outputs cross back in one
+`call_soon_threadsafe` call. Closing a request's stream (client gone, task cancelled) aborts it, and the
+engine drops it before its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from backends.errors import EngineDead
+from backends.hf.core import EngineCore, SequenceOutput
+from backends.hf.sequence import Sequence
+from backends.types import OutputDelta
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncEngine:
+    def __init__(self, core: EngineCore):
+        self.core = core
+        self._wakeup = threading.Condition()
+        self._inbox: list[list[Sequence]] = []
+        self._aborts: list[str] = []
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.error: BaseException | None = None
+
+    # Read by health checks and tests; plain ints, safe to read from any thread.
+    @property
+    def num_running(self) -> int:
+        return self.core.scheduler.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        return self.core.scheduler.num_waiting
+
+    @property
+    def num_steps(self) -> int:
+        return self.core.num_steps
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="turnout-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    async def generate(self, seqs: list[Sequence]) -> AsyncIterator[OutputDelta]:
+        """Yield the deltas of one request (all its sequences); abort it if the consumer stops early."""
+        if not self.alive:
+            raise EngineDead(f"engine is not running: {self.error!r}")
+        request_id = seqs[0].request_id
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        unfinished = len(seqs)
+        with self._wakeup:
+            self._inbox.append(seqs)
+            self._wakeup.notify()
+        try:
+            while unfinished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise EngineDead(f"engine failed: {item!r}") from item
+                if item.finish_reason is not None:
+                    unfinished -= 1
+                yield item
+        finally:
+            self._queues.pop(request_id, None)
+            if unfinished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        with self._wakeup:
+            self._aborts.append(request_id)
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wakeup:
+                    while not (self._inbox or self._aborts or self.core.has_work() or self._stopping):
+                        self._wakeup.wait()
+                    if self._stopping:
+                        return
+                    inbox, self._inbox = self._inbox, []
+                    aborts, self._aborts = self._aborts, []
+                for request_id in aborts:
+                    self.core.abort(request_id)
+                for seqs in inbox:
+                    if seqs[0].request_id not in aborts:
+                        self.core.add(seqs)
+                outputs = self.core.step()
+                if outputs:
+                    self._loop.call_soon_threadsafe(self._dispatch, outputs)
+        except BaseException as exc:  # the engine is dead: fail every waiting request, loudly
+            logger.exception("engine step loop crashed")
+            self.error = exc
+            self._loop.call_soon_threadsafe(self._fail_all, exc)
+
+    def _dispatch(self, outputs: list[SequenceOutput]) -> None:
+        for out in outputs:
+            queue = self._queues.get(out.seq.request_id)
+            if queue is not None:
+                queue.put_nowait(out.delta)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for queue in self._queues.values():
+            queue.put_nowait(exc)

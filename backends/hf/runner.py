@@ -1,0 +1,107 @@
+"""The model forward over a scheduled batch, on top of the slot KV cache.
+
+A step's sequences split into two groups, each one forward: those decoding one token, and those
+computing a chunk of prompt. Mixing them would pad every decode row to the longest prompt chunk.
+Rows of the prompt group are left-padded so that every row's last real token is the last column,
+which lets the model compute logits for that column only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from backends.hf.kv_cache import SlotKVCache
+from backends.hf.sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model, num_slots: int, max_len: int, pad_token_id: int):
+        self.model = model
+        self.max_len = max_len
+        self.pad_token_id = pad_token_id
+        self.cache = SlotKVCache(num_slots, max_len, model.config.num_hidden_layers)
+        self._bool_mask = model.config._attn_implementation in ("sdpa", "flex_attention")
+        self._slot_of: dict[Sequence, int] = {}
+        self._slot_owner: list[Sequence] = []
+
+    # Slots: a sequence takes the next free slot on its first forward and gives it back when it leaves;
+    # the last slot's owner moves into the hole so that slots 0..n-1 stay in use.
+    def _slot(self, seq: Sequence) -> int:
+        slot = self._slot_of.get(seq)
+        if slot is None:
+            slot = len(self._slot_owner)
+            if slot >= self.cache.num_slots:
+                raise RuntimeError(f"no free KV slot (all {self.cache.num_slots} in use)")
+            self._slot_of[seq] = slot
+            self._slot_owner.append(seq)
+        return slot
+
+    @torch.inference_mode()
+    def release(self, seq: Sequence) -> None:
+        slot = self._slot_of.pop(seq, None)
+        if slot is None:
+            return
+        last_owner = self._slot_owner.pop()
+        if last_owner is not seq:
+            self.cache.move_slot(len(self._slot_owner), slot)
+            self._slot_owner[slot] = last_owner
+            self._slot_of[last_owner] = slot
+
+    @property
+    def num_slots_used(self) -> int:
+        return len(self._slot_owner)
+
+    @torch.inference_mode()
+    def execute(self, num_scheduled_tokens: dict[Sequence, int]) -> tuple[list[Sequence], torch.Tensor | None]:
+        """Run the scheduled tokens; return the sequences whose next token is due and their logits [n, vocab]."""
+        decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
+        prompt = [s for s, n in num_scheduled_tokens.items() if n > 1]
+        due: list[Sequence] = []
+        logits: list[torch.Tensor] = []
+        for group in (decode, prompt):
+            if not group:
+                continue
+            group.sort(key=self._slot)
+            group_logits = self._forward(group, [num_scheduled_tokens[s] for s in group])
+            for row, seq in enumerate(group):
+                seq.num_computed_tokens += num_scheduled_tokens[seq]
+                if seq.num_computed_tokens == len(seq.token_ids):
+                    due.append(seq)
+                    logits.append(group_logits[row])
+        if not due:
+            return due, None
+        return due, torch.stack(logits)
+
+    def _forward(self, seqs: list[Sequence], counts: list[int]) -> torch.Tensor:
+        width = max(counts)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        positions = torch.zeros((len(seqs), width), dtype=torch.long)
+        write_positions = torch.full((len(seqs), width), self.cache.spare_column, dtype=torch.long)
+        for row, (seq, count) in enumerate(zip(seqs, counts, strict=True)):
+            start = seq.num_computed_tokens
+            pad = width - count
+            input_ids[row, pad:] = torch.tensor(seq.token_ids[start : start + count])
+            positions[row, pad:] = torch.arange(start, start + count)
+            write_positions[row, pad:] = positions[row, pad:]
+        kv_len = int(positions[:, -1].max()) + 1
+        # Query at position p attends keys 0..p of its own slot; pad queries see key 0 only (never NaN).
+        allowed = torch.arange(kv_len).view(1, 1, 1, kv_len) <= positions.view(len(seqs), 1, width, 1)
+        if self._bool_mask:
+            mask = allowed
+        else:
+            dtype = self.model.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        device = self.model.device
+        if device.type != "cpu":
+            input_ids, positions, mask = input_ids.to(device), positions.to(device), mask.to(device)
+            write_positions = write_positions.to(device)
+        self.cache.prepare([self._slot_of[s] for s in seqs], write_positions, kv_len)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :].float()

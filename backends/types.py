@@ -1,0 +1,149 @@
+"""Core types: the only vocabulary shared by the front ends, the router and the backends.
+
+A front end (OpenAI HTTP, TGI HTTP, gRPC) turns its wire request into a `GenerateRequest`; a backend
+turns that into tokens and yields `OutputDelta`s; the front end encodes those back onto the wire.
+Nothing here knows about HTTP, pydantic or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"  # end-of-sequence token, a stop token id or a stop string
+    LENGTH = "length"  # max_tokens reached or the context is full
+    ABORT = "abort"  # the client went away or the request was cancelled
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """Every decoding knob a request can turn. Defaults mean "plain greedy-or-sampled, no filters".
+
+    Validation of ranges lives in the front ends (they own the error messages a user sees);
+    `validate()` re-checks the invariants a backend relies on, for callers that build these directly.
+    """
+
+    max_tokens: int | None = 16
+    """Upper bound on generated tokens (None: up to the end of the context); generation may stop
+    earlier at EOS or a stop condition."""
+    min_tokens: int = 0
+    """EOS and stop token ids are suppressed until this many tokens have been generated."""
+    temperature: float = 1.0
+    """0 means greedy. Logits are divided by it before the filters below."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability sums to at least top_p."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 disables."""
+    min_p: float = 0.0
+    """Drop tokens whose probability is below min_p times the most likely token's; 0 disables."""
+    typical_p: float = 1.0
+    """Locally typical sampling mass; 1 disables."""
+    repetition_penalty: float = 1.0
+    """HF semantics: logits of tokens already seen (prompt and output) are divided (if > 0) or multiplied."""
+    presence_penalty: float = 0.0
+    """OpenAI semantics: subtracted once from the logit of every token present in the output."""
+    frequency_penalty: float = 0.0
+    """OpenAI semantics: subtracted per occurrence in the output."""
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    """Added to the logits of the given token ids."""
+    seed: int | None = None
+    """Makes sampling reproducible for this request whatever else shares its batch."""
+    stop: list[str] = field(default_factory=list)
+    """Generation ends when the text contains one of these; it is not returned."""
+    stop_token_ids: list[int] = field(default_factory=list)
+    """Generation ends when one of these is sampled (it is not returned as text)."""
+    ignore_eos: bool = False
+    """Keep generating past the model's end-of-sequence token."""
+    n: int = 1
+    """Number of choices to return."""
+    best_of: int | None = None
+    """Generate this many and return the n with the highest cumulative logprob."""
+    logprobs: int | None = None
+    """Return the logprob of each sampled token plus this many top alternatives (0 = sampled only)."""
+    prompt_logprobs: int | None = None
+    """Same for prompt tokens (completions `echo` + `logprobs`)."""
+    use_beam_search: bool = False
+    beam_width: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    json_schema: dict | None = None
+    """Constrain output to JSON matching this schema ({} for any JSON object)."""
+    skip_special_tokens: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside the range a backend can honour."""
+        checks = [
+            (self.max_tokens is None or self.max_tokens >= 1, "max_tokens", self.max_tokens, ">= 1"),
+            (self.min_tokens >= 0, "min_tokens", self.min_tokens, ">= 0"),
+            (self.max_tokens is None or self.min_tokens <= self.max_tokens, "min_tokens", self.min_tokens,
+             "<= max_tokens"),
+            (self.temperature >= 0.0, "temperature", self.temperature, ">= 0"),
+            (0.0 < self.top_p <= 1.0, "top_p", self.top_p, "in (0, 1]"),
+            (self.top_k >= 0, "top_k", self.top_k, ">= 0"),
+            (0.0 <= self.min_p <= 1.0, "min_p", self.min_p, "in [0, 1]"),
+            (0.0 < self.typical_p <= 1.0, "typical_p", self.typical_p, "in (0, 1]"),
+            (self.repetition_penalty > 0.0, "repetition_penalty", self.repetition_penalty, "> 0"),
+            (self.n >= 1, "n", self.n, ">= 1"),
+        ]
+        for ok, name, value, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+@dataclass(slots=True)
+class GenerateRequest:
+    """One request as a backend sees it: either `prompt` text or `prompt_token_ids` is set."""
+
+    request_id: str
+    model: str
+    sampling: SamplingParams
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    adapter: str | None = None
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class OutputDelta:
+    """What a backend yields: the tokens and text new since the previous delta of the same choice.
+
+    The last delta of a choice carries `finish_reason`; the last delta of the request carries `usage`
+    (summed over choices).
+    """
+
+    index: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    name: str
+    max_model_len: int
+    owned_by: str = "turnout"
+    parent: str | None = None

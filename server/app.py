@@ -1,0 +1,77 @@
+"""Build the Starlette application: routes, error handlers and the router's lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from backends.errors import TurnoutError
+from server.errors import error_body, error_response, handle_exception
+from server.http.chat import create_chat_completion
+from server.http.completions import create_completion
+from server.http.health import health, ready
+from server.http.models import list_models
+from server.http.streams import ClientDisconnected
+from server.http.tokenize import detokenize, tokenize
+from server.router import Router
+
+logger = logging.getLogger(__name__)
+
+ROUTES = [
+    Route("/v1/completions", create_completion, methods=["POST"]),
+    Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/tokenize", tokenize, methods=["POST"]),
+    Route("/detokenize", detokenize, methods=["POST"]),
+]
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code)
+
+
+async def _turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _client_gone(request: Request, exc: ClientDisconnected) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
+def build_app(router: Router) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        started = time.monotonic()
+        await router.start()
+        app.state.ready = True
+        logger.info("ready in %.1f s: %s", time.monotonic() - started, ", ".join(router.backends))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await router.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_error,
+            TurnoutError: _turnout_error,
+            ClientDisconnected: _client_gone,
+            Exception: handle_exception,
+        },
+    )
+    app.state.router = router
+    app.state.ready = False
+    app.state.started_at = int(time.time())
+    return app

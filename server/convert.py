@@ -1,0 +1,88 @@
+"""OpenAI request schemas -> core types. The only place that knows both vocabularies."""
+
+from __future__ import annotations
+
+from backends.errors import InvalidRequest
+from backends.types import SamplingParams
+from server.schemas.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+
+
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
+    if not bias:
+        return {}
+    out = {}
+    for key, value in bias.items():
+        try:
+            out[int(key)] = value
+        except ValueError:
+            raise InvalidRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+    return out
+
+
+def _common(req: SamplingFields, max_tokens: int | None) -> dict:
+    return dict(
+        max_tokens=max_tokens,
+        min_tokens=req.min_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=0 if req.top_k is None or req.top_k < 0 else req.top_k,
+        min_p=req.min_p,
+        typical_p=req.typical_p,
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logit_bias=_logit_bias(req.logit_bias),
+        seed=req.seed,
+        stop=_stop_list(req.stop),
+        stop_token_ids=list(req.stop_token_ids or []),
+        ignore_eos=req.ignore_eos,
+        n=req.n,
+        use_beam_search=req.use_beam_search,
+        length_penalty=req.length_penalty,
+        early_stopping=req.early_stopping,
+        skip_special_tokens=req.skip_special_tokens,
+    )
+
+
+def completion_sampling_params(req: CompletionRequest) -> SamplingParams:
+    params = SamplingParams(
+        **_common(req, req.max_tokens),
+        best_of=req.best_of,
+        logprobs=req.logprobs,
+        prompt_logprobs=req.logprobs if req.echo and req.logprobs is not None else None,
+    )
+    if params.min_tokens and params.max_tokens is not None and params.min_tokens > params.max_tokens:
+        raise InvalidRequest(
+            f"min_tokens ({params.min_tokens}) must be <= max_tokens ({params.max_tokens})", param="min_tokens"
+        )
+    return params
+
+
+def chat_sampling_params(req: ChatCompletionRequest) -> SamplingParams:
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    json_schema = None
+    if req.response_format is not None and req.response_format.type != "text":
+        json_schema = req.response_format.json_schema.schema_ if req.response_format.json_schema else {}
+    return SamplingParams(
+        **_common(req, max_tokens),
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        json_schema=json_schema,
+    )
+
+
+def render_chat(tokenizer, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+    """Apply the model's chat template; the template adds any special tokens it wants."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise InvalidRequest(
+            "this model has no chat template; use /v1/completions with a plain prompt instead",
+            param="messages",
+        )
+    conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.encode(text, add_special_tokens=False)

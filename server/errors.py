@@ -1,0 +1,46 @@
+"""The one place that turns exceptions into HTTP status codes and OpenAI error bodies."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from backends.errors import InvalidRequest, TurnoutError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(exc: TurnoutError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
+
+
+def from_validation_error(exc: ValidationError) -> InvalidRequest:
+    """The first pydantic error, with its field path as `param` and the offending value quoted."""
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    if "input" in first and first["type"] != "missing" and param:
+        message = f"{param}: {message} (got {first['input']!r})"
+    elif param:
+        message = f"{param}: {message}"
+    return InvalidRequest(message, param=param)
+
+
+def to_turnout_error(exc: Exception) -> TurnoutError:
+    if isinstance(exc, TurnoutError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return from_validation_error(exc)
+    logger.exception("unhandled error", exc_info=exc)
+    return TurnoutError(f"internal error: {type(exc).__name__}")
+
+
+async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(to_turnout_error(exc))

@@ -1,0 +1,68 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from backends.types import GenerateRequest
+from server.convert import chat_sampling_params, render_chat
+from server.http import sse
+from server.http.choices import Usage, collect
+from server.http.requests import parse_body, request_id
+from server.http.streams import merge, primed, until_disconnected
+from server.schemas.openai import ChatCompletionRequest
+
+
+async def create_chat_completion(request: Request):
+    body = await parse_body(request, ChatCompletionRequest)
+    backend = request.app.state.router.resolve(body.model)
+    params = chat_sampling_params(body)
+    prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
+    rid = request_id(request, "chatcmpl")
+    generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids)
+    merged = merge([backend.generate(generate_request)])
+    base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
+
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse.response(_events(await primed(merged), base, include_usage))
+
+    choices, usage = await until_disconnected(request, collect(merged, params.n))
+    base["choices"] = [
+        {
+            "index": c.index,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": None,
+            "finish_reason": c.finish_reason,
+        }
+        for c in choices
+    ]
+    base["usage"] = usage.to_dict()
+    return JSONResponse(base, headers={"x-request-id": rid})
+
+
+async def _events(merged, base: dict, include_usage: bool):
+    base = {**base, "object": "chat.completion.chunk"}
+    extra = {"usage": None} if include_usage else {}
+    usage = Usage()
+    started: set[int] = set()
+    async for _, delta in merged:
+        if delta.index not in started:
+            started.add(delta.index)
+            first = {"index": delta.index, "delta": {"role": "assistant", "content": ""},
+                     "logprobs": None, "finish_reason": None}
+            yield sse.event({**base, "choices": [first], **extra})
+        usage.add(delta)
+        choice = {
+            "index": delta.index,
+            "delta": {"content": delta.text} if delta.text else {},
+            "logprobs": None,
+            "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
+        }
+        yield sse.event({**base, "choices": [choice], **extra})
+    if include_usage:
+        yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
+    yield sse.DONE

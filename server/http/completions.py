@@ -1,0 +1,82 @@
+"""POST /v1/completions."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from backends.types import GenerateRequest
+from server.convert import completion_sampling_params
+from server.http import sse
+from server.http.choices import Usage, choice_index, collect
+from server.http.requests import parse_body, request_id
+from server.http.streams import merge, primed, until_disconnected
+from server.schemas.openai import CompletionRequest
+
+
+async def create_completion(request: Request):
+    body = await parse_body(request, CompletionRequest)
+    backend = request.app.state.router.resolve(body.model)
+    params = completion_sampling_params(body)
+    rid = request_id(request, "cmpl")
+    prompts = body.prompts()
+    generate_requests = [
+        GenerateRequest(
+            request_id=rid if len(prompts) == 1 else f"{rid}-{i}",
+            model=body.model,
+            sampling=params,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=None if isinstance(prompt, str) else prompt,
+        )
+        for i, prompt in enumerate(prompts)
+    ]
+    echoes = [_echo_text(backend, p) if body.echo else "" for p in prompts]
+    merged = merge([backend.generate(r) for r in generate_requests])
+    base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model}
+
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse.response(_events(await primed(merged), base, params.n, echoes, include_usage))
+
+    choices, usage = await until_disconnected(request, collect(merged, params.n))
+    base["choices"] = [
+        {
+            "index": c.index,
+            "text": echoes[c.index // params.n] + c.text,
+            "logprobs": None,
+            "finish_reason": c.finish_reason,
+        }
+        for c in choices
+    ]
+    base["usage"] = usage.to_dict()
+    return JSONResponse(base, headers={"x-request-id": rid})
+
+
+async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: bool):
+    usage = Usage()
+    echoed: set[int] = set()
+    async for prompt_index, delta in merged:
+        index = choice_index(prompt_index, n, delta)
+        text = delta.text
+        if index not in echoed:
+            echoed.add(index)
+            text = echoes[prompt_index] + text
+        usage.add(delta)
+        choice = {
+            "index": index,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
+        }
+        yield sse.event({**base, "choices": [choice], **({"usage": None} if include_usage else {})})
+    if include_usage:
+        yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
+    yield sse.DONE
+
+
+def _echo_text(backend, prompt: str | list[int]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return backend.tokenizer.decode(prompt) if backend.tokenizer is not None else ""

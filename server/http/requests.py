@@ -1,0 +1,35 @@
+"""Reading a request: JSON body -> validated schema, and the request id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from backends.errors import InvalidRequest
+from server.errors import from_validation_error
+
+REQUEST_ID_HEADER = "x-request-id"
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, schema: type[M]) -> M:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def request_id(request: Request, prefix: str) -> str:
+    """The client's X-Request-Id when it sent one, else a fresh id with the endpoint's prefix."""
+    return request.headers.get(REQUEST_ID_HEADER) or f"{prefix}-{uuid.uuid4().hex}"

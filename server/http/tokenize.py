@@ -1,0 +1,39 @@
+"""POST /tokenize and POST /detokenize (vLLM-compatible shapes)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from backends.errors import InvalidRequest
+from server.convert import render_chat
+from server.http.requests import parse_body
+from server.schemas.openai import DetokenizeRequest, TokenizeRequest
+
+
+def _local_tokenizer(request: Request, model: str | None):
+    backend = request.app.state.router.resolve(model)
+    if backend.tokenizer is None:
+        raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
+    return backend
+
+
+async def tokenize(request: Request):
+    body = await parse_body(request, TokenizeRequest)
+    backend = _local_tokenizer(request, body.model)
+    tokenizer = backend.tokenizer
+    if body.messages is not None:
+        tokens = render_chat(tokenizer, body.messages, body.add_generation_prompt)
+    else:
+        tokens = tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+    return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": backend.info.max_model_len})
+
+
+async def detokenize(request: Request):
+    body = await parse_body(request, DetokenizeRequest)
+    tokenizer = _local_tokenizer(request, body.model).tokenizer
+    vocab = len(tokenizer)
+    bad = [t for t in body.tokens if not 0 <= t < vocab]
+    if bad:
+        raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", param="tokens")
+    return JSONResponse({"prompt": tokenizer.decode(body.tokens)})
