@@ -8,10 +8,10 @@ Nothing here knows about HTTP, pydantic or torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     STOP = "stop"  # end-of-sequence token, a stop token id or a stop string
     LENGTH = "length"  # max_tokens reached or the context is full
     ABORT = "abort"  # the client went away or the request was cancelled

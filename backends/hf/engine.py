@@ -9,6 +9,7 @@ engine drops it before its next step.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.error: BaseException | None = None
+        self._ids = itertools.count()
 
     # Read by health checks and tests; plain ints, safe to read from any thread.
     @property
@@ -66,7 +68,10 @@ class AsyncEngine:
         """Yield the deltas of one request (all its sequences); abort it if the consumer stops early."""
         if not self.alive:
             raise EngineDead(f"engine is not running: {self.error!r}")
-        request_id = seqs[0].request_id
+        # Clients may reuse request ids (X-Request-Id); the engine keys requests by a unique one.
+        request_id = f"{seqs[0].request_id}#{next(self._ids)}"
+        for seq in seqs:
+            seq.request_id = request_id
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = queue
         unfinished = len(seqs)

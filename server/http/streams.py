@@ -4,8 +4,8 @@ first delta (or the validation error) known before any response bytes are sent."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 import contextlib
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from starlette.requests import Request

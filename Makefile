@@ -1,0 +1,36 @@
+# Every target sets itself up: the virtualenv is (re)built whenever pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test unit lint model bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+serve: $(STAMP)  ## start the OpenAI-compatible server on the bundled model
+	$(VENV)/bin/turnout serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+model: $(STAMP)  ## rebuild the bundled model (tokenizer + pretraining, ~15 min on 2 cores)
+	$(PY) -m tools build-default-model
+
+bench: $(STAMP)  ## engine benchmark: our server vs sequential generate vs generate_batch
+	$(PY) bench/engine_bench.py --out bench/results/engine.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,61 @@
+"""A real turnout server (uvicorn on a free loopback port) running in a background thread, so tests
+talk to it over HTTP with real clients and can still look inside its engine."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from backends.hf.backend import HFBackend
+from backends.hf.config import HFEngineConfig
+from server.app import build_app
+from server.router import Router
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    def __init__(self, backends: dict[str, HFBackend]):
+        self.backends = backends
+        self.router = Router(backends)
+        self.port = free_port()
+        config = uvicorn.Config(build_app(self.router), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @classmethod
+    def for_model(cls, model_dir, name: str, **engine_options) -> ServerThread:
+        backend = HFBackend(HFEngineConfig(model=str(model_dir), served_model_name=name, **engine_options))
+        return cls({name: backend})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def engine(self, name: str | None = None):
+        backend = self.backends[name] if name else next(iter(self.backends.values()))
+        return backend.engine
+
+    def start(self, timeout: float = 180.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
