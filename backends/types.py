@@ -109,10 +109,20 @@ class GenerateRequest:
 
 
 @dataclass(slots=True)
-class TokenLogprob:
+class TopLogprob:
     token_id: int
+    token: str
     logprob: float
-    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """The sampled token's logprob, and the `logprobs` most likely alternatives at that position."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: list[TopLogprob] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -139,6 +149,8 @@ class OutputDelta:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    cumulative_logprob: float | None = None
+    """Sum of the choice's token logprobs, on its last delta, when logprobs or best_of were asked for."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,9 +11,11 @@ import torch
 
 from backends.base import Backend
 from backends.errors import ContextLengthExceeded, InvalidRequest
+from backends.hf.best_of import best_of
 from backends.hf.config import HFEngineConfig
 from backends.hf.core import EngineCore
 from backends.hf.engine import AsyncEngine
+from backends.hf.grammar import GrammarCompiler
 from backends.hf.loader import load_model
 from backends.hf.scheduler import SchedulerConfig
 from backends.hf.sequence import Sequence
@@ -21,11 +23,8 @@ from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingPara
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
-    ("best_of", lambda p: p.best_of is not None and p.best_of != p.n),
-    ("logprobs", lambda p: p.logprobs is not None),
     ("prompt_logprobs", lambda p: p.prompt_logprobs is not None),
     ("use_beam_search", lambda p: p.use_beam_search),
-    ("response_format", lambda p: p.json_schema is not None),
 )
 
 
@@ -56,6 +55,7 @@ class HFBackend(Backend):
         )
         core = EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
                           loaded.eos_token_ids, loaded.pad_token_id)
+        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size)
         self.engine = AsyncEngine(core)
         self.engine.start()
 
@@ -109,10 +109,18 @@ class HFBackend(Backend):
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         prompt_ids = self._prompt_ids(request)
         params = self._checked_params(request, prompt_ids)
+        num_seqs = max(params.n, params.best_of or 0)
         seqs = [
             Sequence(request.request_id, prompt_ids, _for_choice(params, i), index=i)
-            for i in range(params.n)
+            for i in range(num_seqs)
         ]
+        if params.json_schema is not None:
+            for seq in seqs:
+                seq.grammar = await asyncio.to_thread(self.grammars.matcher, params.json_schema)
+        if num_seqs > params.n:
+            async for delta in best_of(self.engine.generate(seqs), params.n, len(prompt_ids)):
+                yield delta
+            return
         completion_tokens = 0
         remaining = len(seqs)
         async for delta in self.engine.generate(seqs):

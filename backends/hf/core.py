@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backends.hf.detokenizer import IncrementalDetokenizer
+from backends.hf.logprobs import sampled_logprobs
 from backends.hf.runner import ModelRunner
 from backends.hf.sampler import Sampler
 from backends.hf.scheduler import Scheduler, SchedulerConfig
 from backends.hf.sequence import Sequence
-from backends.types import FinishReason, OutputDelta, Usage
+from backends.types import FinishReason, OutputDelta, TokenLogprob, Usage
 
 
 @dataclass
@@ -61,30 +62,42 @@ class EngineCore:
         if not due:
             return []
         next_tokens = self.sampler(logits, due)
-        return [self._postprocess(seq, token) for seq, token in zip(due, next_tokens, strict=True)]
+        logprobs = sampled_logprobs(logits, due, next_tokens, self._token_text)
+        return [self._postprocess(*args) for args in zip(due, next_tokens, logprobs, strict=True)]
 
-    def _postprocess(self, seq: Sequence, token: int) -> SequenceOutput:
+    def _postprocess(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> SequenceOutput:
         seq.append_token(token)
         params = seq.sampling
+        if seq.grammar is not None and not seq.grammar.is_terminated():
+            seq.grammar.accept_token(token)
+        if logprob is not None:
+            seq.cumulative_logprob += logprob.logprob
         is_eos = token in self.eos_token_ids and not params.ignore_eos
         is_stop_token = token in params.stop_token_ids
         text = "" if (is_eos or is_stop_token) else seq.detokenizer.add_token(token)
         reason = None
-        if is_eos or is_stop_token or seq.detokenizer.stopped:
+        grammar_done = seq.grammar is not None and seq.grammar.is_terminated()
+        if is_eos or is_stop_token or seq.detokenizer.stopped or grammar_done:
             reason = FinishReason.STOP
         elif seq.num_output_tokens >= params.max_tokens or len(seq.token_ids) >= self.max_model_len:
             reason = FinishReason.LENGTH
-        delta = OutputDelta(index=seq.index, token_ids=[token], text=text)
+        delta = OutputDelta(index=seq.index, token_ids=[token], text=text,
+                            logprobs=[logprob] if params.logprobs is not None else None)
         if reason is not None:
             delta.text += seq.detokenizer.flush()
             delta.finish_reason = reason
             delta.usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens)
+            if logprob is not None:
+                delta.cumulative_logprob = seq.cumulative_logprob
             seq.finish(reason)
             self._free(seq)
             siblings = self._by_request.get(seq.request_id, [])
             if all(s.is_finished for s in siblings):
                 self._by_request.pop(seq.request_id, None)
         return SequenceOutput(seq, delta)
+
+    def _token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
 
     def _free(self, seq: Sequence) -> None:
         self.scheduler.remove(seq)

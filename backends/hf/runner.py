@@ -74,16 +74,18 @@ class ModelRunner:
 
     def _forward(self, seqs: list[Sequence], counts: list[int]) -> torch.Tensor:
         width = max(counts)
-        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        positions = torch.zeros((len(seqs), width), dtype=torch.long)
-        write_positions = torch.full((len(seqs), width), self.cache.spare_column, dtype=torch.long)
-        for row, (seq, count) in enumerate(zip(seqs, counts, strict=True)):
-            start = seq.num_computed_tokens
-            pad = width - count
-            input_ids[row, pad:] = torch.tensor(seq.token_ids[start : start + count])
-            positions[row, pad:] = torch.arange(start, start + count)
-            write_positions[row, pad:] = positions[row, pad:]
-        kv_len = int(positions[:, -1].max()) + 1
+        spare = self.cache.spare_column
+        ids_rows, position_rows, write_rows = [], [], []
+        for seq, count in zip(seqs, counts, strict=True):
+            start, pad = seq.num_computed_tokens, width - count
+            span = list(range(start, start + count))
+            ids_rows.append([self.pad_token_id] * pad + seq.token_ids[start : start + count])
+            position_rows.append([0] * pad + span)
+            write_rows.append([spare] * pad + span)
+        input_ids = torch.tensor(ids_rows)
+        positions = torch.tensor(position_rows)
+        write_positions = torch.tensor(write_rows)
+        kv_len = max(seq.num_computed_tokens + count for seq, count in zip(seqs, counts, strict=True))
         # Query at position p attends keys 0..p of its own slot; pad queries see key 0 only (never NaN).
         allowed = torch.arange(kv_len).view(1, 1, 1, kv_len) <= positions.view(len(seqs), 1, width, 1)
         if self._bool_mask:

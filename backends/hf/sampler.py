@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from backends.hf.grammar import apply_grammar_masks
 from backends.hf.sequence import Sequence
 
 
@@ -26,6 +27,7 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         params = [seq.sampling for seq in seqs]
         logits = self._apply_penalties(logits, seqs)
+        logits = apply_grammar_masks(logits, [seq.grammar for seq in seqs])
         if all(p.greedy for p in params):
             return logits.argmax(dim=-1).tolist()
 

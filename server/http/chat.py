@@ -11,6 +11,7 @@ from backends.types import GenerateRequest
 from server.convert import chat_sampling_params, render_chat
 from server.http import sse
 from server.http.choices import Usage, collect
+from server.http.logprobs import chat_logprobs
 from server.http.requests import parse_body, request_id
 from server.http.streams import merge, primed, until_disconnected
 from server.schemas.openai import ChatCompletionRequest
@@ -35,7 +36,7 @@ async def create_chat_completion(request: Request):
         {
             "index": c.index,
             "message": {"role": "assistant", "content": c.text},
-            "logprobs": None,
+            "logprobs": None if c.logprobs is None else chat_logprobs(c.logprobs),
             "finish_reason": c.finish_reason,
         }
         for c in choices
@@ -59,7 +60,7 @@ async def _events(merged, base: dict, include_usage: bool):
         choice = {
             "index": delta.index,
             "delta": {"content": delta.text} if delta.text else {},
-            "logprobs": None,
+            "logprobs": None if delta.logprobs is None else chat_logprobs(delta.logprobs),
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
         yield sse.event({**base, "choices": [choice], **extra})

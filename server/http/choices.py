@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from backends.types import OutputDelta
+from backends.types import OutputDelta, TokenLogprob
 
 
 @dataclass
@@ -14,6 +14,7 @@ class Choice:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -47,6 +48,8 @@ async def collect(merged: AsyncIterator[tuple[int, OutputDelta]], n: int) -> tup
         choice = choices.setdefault(index, Choice(index))
         choice.text += delta.text
         choice.token_ids.extend(delta.token_ids)
+        if delta.logprobs is not None:
+            choice.logprobs = (choice.logprobs or []) + delta.logprobs
         if delta.finish_reason is not None:
             choice.finish_reason = delta.finish_reason.value
         usage.add(delta)

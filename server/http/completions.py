@@ -11,6 +11,7 @@ from backends.types import GenerateRequest
 from server.convert import completion_sampling_params
 from server.http import sse
 from server.http.choices import Usage, choice_index, collect
+from server.http.logprobs import completion_logprobs
 from server.http.requests import parse_body, request_id
 from server.http.streams import merge, primed, until_disconnected
 from server.schemas.openai import CompletionRequest
@@ -41,33 +42,34 @@ async def create_completion(request: Request):
         return sse.response(_events(await primed(merged), base, params.n, echoes, include_usage))
 
     choices, usage = await until_disconnected(request, collect(merged, params.n))
-    base["choices"] = [
-        {
-            "index": c.index,
-            "text": echoes[c.index // params.n] + c.text,
-            "logprobs": None,
-            "finish_reason": c.finish_reason,
-        }
-        for c in choices
-    ]
+    base["choices"] = []
+    for c in choices:
+        echo = echoes[c.index // params.n]
+        logprobs = None if c.logprobs is None else completion_logprobs(c.logprobs, len(echo))[0]
+        base["choices"].append(
+            {"index": c.index, "text": echo + c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+        )
     base["usage"] = usage.to_dict()
     return JSONResponse(base, headers={"x-request-id": rid})
 
 
 async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: bool):
     usage = Usage()
-    echoed: set[int] = set()
+    offsets: dict[int, int] = {}  # choice index -> text offset of its next token
     async for prompt_index, delta in merged:
         index = choice_index(prompt_index, n, delta)
         text = delta.text
-        if index not in echoed:
-            echoed.add(index)
+        if index not in offsets:
             text = echoes[prompt_index] + text
+            offsets[index] = len(echoes[prompt_index])
+        logprobs = None
+        if delta.logprobs is not None:
+            logprobs, offsets[index] = completion_logprobs(delta.logprobs, offsets[index])
         usage.add(delta)
         choice = {
             "index": index,
             "text": text,
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
         yield sse.event({**base, "choices": [choice], **({"usage": None} if include_usage else {})})

@@ -72,6 +72,8 @@ class CompletionRequest(SamplingFields):
             raise ValueError(f"best_of ({self.best_of}) must be >= n ({self.n})")
         if self.suffix:
             raise ValueError("suffix is not supported")
+        if self.stream and self.best_of is not None and self.best_of > self.n:
+            raise ValueError("best_of > n cannot be streamed: the best choices are known only at the end")
         return self
 
     def prompts(self) -> list[str] | list[list[int]]:

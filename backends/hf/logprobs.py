@@ -1,0 +1,38 @@
+"""Log-probabilities of sampled tokens and their top alternatives.
+
+They are `log_softmax` of the model's raw logits: before penalties, bias, temperature and filtering
+(what the model believes, not what the sampler did with it). Computed only for rows that asked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from backends.hf.sequence import Sequence
+from backends.types import TokenLogprob, TopLogprob
+
+
+def wants_logprobs(seq: Sequence) -> bool:
+    return seq.sampling.logprobs is not None or seq.sampling.best_of is not None
+
+
+@torch.inference_mode()
+def sampled_logprobs(logits: torch.Tensor, seqs: list[Sequence], tokens: list[int],
+                     token_text) -> list[TokenLogprob | None]:
+    """`token_text(id)` gives a token's text as the API shows it."""
+    rows = [i for i, seq in enumerate(seqs) if wants_logprobs(seq)]
+    result: list[TokenLogprob | None] = [None] * len(seqs)
+    if not rows:
+        return result
+    logprobs = torch.log_softmax(logits[rows].float(), dim=-1)
+    chosen = logprobs.gather(1, torch.tensor([tokens[i] for i in rows]).unsqueeze(1)).squeeze(1).tolist()
+    k = max(seqs[i].sampling.logprobs or 0 for i in rows)
+    top_values, top_ids = logprobs.topk(k, dim=-1) if k else (None, None)
+    for j, i in enumerate(rows):
+        top: list[TopLogprob] = []
+        wanted = seqs[i].sampling.logprobs or 0
+        if wanted:
+            ids, values = top_ids[j, :wanted].tolist(), top_values[j, :wanted].tolist()
+            top = [TopLogprob(t, token_text(t), v) for t, v in zip(ids, values, strict=True)]
+        result[i] = TokenLogprob(tokens[i], token_text(tokens[i]), chosen[j], top)
+    return result
