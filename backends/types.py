@@ -90,6 +90,8 @@ class SamplingParams:
             (0.0 < self.typical_p <= 1.0, "typical_p", self.typical_p, "in (0, 1]"),
             (self.repetition_penalty > 0.0, "repetition_penalty", self.repetition_penalty, "> 0"),
             (self.n >= 1, "n", self.n, ">= 1"),
+            (not self.use_beam_search or self.beam_width >= self.n, "beam_width", self.beam_width, ">= n"),
+            (self.best_of is None or self.best_of >= self.n, "best_of", self.best_of, ">= n"),
         ]
         for ok, name, value, rule in checks:
             if not ok:

@@ -44,6 +44,7 @@ def _common(req: SamplingFields, max_tokens: int | None) -> dict:
         ignore_eos=req.ignore_eos,
         n=req.n,
         use_beam_search=req.use_beam_search,
+        beam_width=req.beam_width or req.n,
         length_penalty=req.length_penalty,
         early_stopping=req.early_stopping,
         skip_special_tokens=req.skip_special_tokens,

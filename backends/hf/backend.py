@@ -24,7 +24,7 @@ from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingPara
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
     ("prompt_logprobs", lambda p: p.prompt_logprobs is not None),
-    ("use_beam_search", lambda p: p.use_beam_search),
+    ("use_beam_search", lambda p: p.use_beam_search and (p.json_schema is not None or p.logprobs is not None)),
 )
 
 
@@ -85,7 +85,8 @@ class HFBackend(Backend):
             raise InvalidRequest(str(exc)) from None
         for name, used in _UNSUPPORTED:
             if used(params):
-                raise InvalidRequest(f"{name} is not supported by the hf backend yet", param=name)
+                raise InvalidRequest(f"{name} is not supported by the hf backend (in this combination) yet",
+                                     param=name)
         if not prompt_ids:
             raise InvalidRequest("prompt must contain at least one token", param="prompt")
         max_len = self._loaded.max_model_len
@@ -109,7 +110,7 @@ class HFBackend(Backend):
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         prompt_ids = self._prompt_ids(request)
         params = self._checked_params(request, prompt_ids)
-        num_seqs = max(params.n, params.best_of or 0)
+        num_seqs = params.beam_width if params.use_beam_search else max(params.n, params.best_of or 0)
         seqs = [
             Sequence(request.request_id, prompt_ids, _for_choice(params, i), index=i)
             for i in range(num_seqs)
@@ -117,13 +118,13 @@ class HFBackend(Backend):
         if params.json_schema is not None:
             for seq in seqs:
                 seq.grammar = await asyncio.to_thread(self.grammars.matcher, params.json_schema)
-        if num_seqs > params.n:
-            async for delta in best_of(self.engine.generate(seqs), params.n, len(prompt_ids)):
+        stream = self.engine.generate(seqs, num_choices=params.n)
+        if num_seqs > params.n and not params.use_beam_search:
+            async for delta in best_of(stream, params.n, len(prompt_ids)):
                 yield delta
             return
-        completion_tokens = 0
-        remaining = len(seqs)
-        async for delta in self.engine.generate(seqs):
+        completion_tokens, remaining = 0, params.n
+        async for delta in stream:
             if delta.finish_reason is not None:
                 remaining -= 1
                 completion_tokens += delta.usage.completion_tokens

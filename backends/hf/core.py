@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backends.hf.beam_search import BeamGroup
 from backends.hf.detokenizer import IncrementalDetokenizer
 from backends.hf.logprobs import sampled_logprobs
 from backends.hf.runner import ModelRunner
@@ -38,6 +39,12 @@ class EngineCore:
         self._by_request: dict[str, list[Sequence]] = {}
 
     def add(self, seqs: list[Sequence]) -> None:
+        params = seqs[0].sampling
+        if params.use_beam_search:
+            group = BeamGroup(seqs, sorted(self.eos_token_ids), params.max_tokens, params.length_penalty,
+                              params.early_stopping)
+            for seq in seqs:
+                seq.beam_group = group
         for seq in seqs:
             seq.detokenizer = IncrementalDetokenizer(
                 self.tokenizer, seq.prompt_token_ids, seq.sampling.stop, seq.sampling.skip_special_tokens
@@ -61,9 +68,39 @@ class EngineCore:
         self.num_steps += 1
         if not due:
             return []
-        next_tokens = self.sampler(logits, due)
-        logprobs = sampled_logprobs(logits, due, next_tokens, self._token_text)
-        return [self._postprocess(*args) for args in zip(due, next_tokens, logprobs, strict=True)]
+        outputs: list[SequenceOutput] = []
+        rows = [i for i, seq in enumerate(due) if seq.beam_group is None]
+        if rows:
+            sampled = [due[i] for i in rows]
+            sampled_logits = logits if len(rows) == len(due) else logits[rows]
+            next_tokens = self.sampler(sampled_logits, sampled)
+            logprobs = sampled_logprobs(sampled_logits, sampled, next_tokens, self._token_text)
+            outputs = [self._postprocess(*args) for args in zip(sampled, next_tokens, logprobs, strict=True)]
+        for i, seq in enumerate(due):
+            if seq.beam_group is not None and seq.beam_group.offer(seq, logits[i]):
+                outputs.extend(self._beam_step(seq.beam_group))
+        return outputs
+
+    def _beam_step(self, group: BeamGroup) -> list[SequenceOutput]:
+        """One lockstep of a beam group; when the search ends, its best beams are the request's choices."""
+        self.runner.fork(group.beams, group.step())
+        if not group.done:
+            return []
+        first = group.beams[0]
+        outputs = []
+        for index, hypothesis in enumerate(group.results(first.sampling.n)):
+            output_ids = hypothesis.token_ids[first.num_prompt_tokens:]
+            reason = FinishReason.STOP if hypothesis.ended_with_eos else FinishReason.LENGTH
+            text = self.tokenizer.decode(output_ids, skip_special_tokens=first.sampling.skip_special_tokens)
+            delta = OutputDelta(index=index, token_ids=output_ids, text=text, finish_reason=reason,
+                                usage=Usage(first.num_prompt_tokens, len(output_ids)),
+                                cumulative_logprob=hypothesis.score)
+            outputs.append(SequenceOutput(first, delta))
+        for beam in group.beams:
+            beam.finish(FinishReason.STOP)
+            self._free(beam)
+        self._by_request.pop(first.request_id, None)
+        return outputs
 
     def _postprocess(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> SequenceOutput:
         seq.append_token(token)

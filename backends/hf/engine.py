@@ -64,8 +64,9 @@ class AsyncEngine:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    async def generate(self, seqs: list[Sequence]) -> AsyncIterator[OutputDelta]:
-        """Yield the deltas of one request (all its sequences); abort it if the consumer stops early."""
+    async def generate(self, seqs: list[Sequence], num_choices: int | None = None) -> AsyncIterator[OutputDelta]:
+        """Yield the deltas of one request (all its sequences, which end as `num_choices` finished
+        choices, one per sequence by default); abort it if the consumer stops early."""
         if not self.alive:
             raise EngineDead(f"engine is not running: {self.error!r}")
         # Clients may reuse request ids (X-Request-Id); the engine keys requests by a unique one.
@@ -74,7 +75,7 @@ class AsyncEngine:
             seq.request_id = request_id
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = queue
-        unfinished = len(seqs)
+        unfinished = num_choices or len(seqs)
         with self._wakeup:
             self._inbox.append(seqs)
             self._wakeup.notify()

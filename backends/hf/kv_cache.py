@@ -60,6 +60,12 @@ class SlotKVCache(Cache):
         self.keys.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
         self.values.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
 
+    def copy_slots(self, dst: list[int], src: list[int]) -> None:
+        """Slot dst[i] takes the contents slot src[i] had before the call (beams forking)."""
+        dst_index, src_index = torch.tensor(dst), torch.tensor(src)
+        for tensor in (*self.keys, *self.values):
+            tensor[dst_index] = tensor[src_index]
+
     def move_slot(self, src: int, dst: int) -> None:
         """Copy a sequence's cache from slot `src` to slot `dst` (used to keep slots compact)."""
         for tensor in (*self.keys, *self.values):

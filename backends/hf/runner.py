@@ -47,6 +47,14 @@ class ModelRunner:
             self._slot_owner[slot] = last_owner
             self._slot_of[last_owner] = slot
 
+    @torch.inference_mode()
+    def fork(self, seqs: list[Sequence], sources: list[int]) -> None:
+        """seqs[i] continues seqs[sources[i]]: give it that sequence's KV cache."""
+        slots = [self._slot_of[s] for s in seqs]
+        moves = [(slots[i], slots[j]) for i, j in enumerate(sources) if i != j]
+        if moves:
+            self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves])
+
     @property
     def num_slots_used(self) -> int:
         return len(self._slot_owner)

@@ -46,13 +46,16 @@ class SamplingFields(BaseModel):
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     use_beam_search: bool = False
+    beam_width: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     length_penalty: float = 1.0
     early_stopping: bool = False
 
     @model_validator(mode="after")
-    def _stream_options_need_stream(self):
+    def _check_common(self):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+        if self.beam_width is not None and self.beam_width < self.n:
+            raise ValueError(f"beam_width ({self.beam_width}) must be >= n ({self.n})")
         return self
 
 
