@@ -123,7 +123,8 @@ class TokenLogprob:
 
     token_id: int
     token: str
-    logprob: float
+    logprob: float | None
+    """None only for the first prompt token, which nothing predicts."""
     top: list[TopLogprob] = field(default_factory=list)
 
 
@@ -149,6 +150,8 @@ class OutputDelta:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
+    """On a choice's first delta, when asked for: one entry per prompt token."""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     cumulative_logprob: float | None = None

@@ -23,7 +23,7 @@ from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingPara
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
-    ("prompt_logprobs", lambda p: p.prompt_logprobs is not None),
+    ("prompt_logprobs", lambda p: p.prompt_logprobs is not None and (p.use_beam_search or p.best_of)),
     ("use_beam_search", lambda p: p.use_beam_search and (p.json_schema is not None or p.logprobs is not None)),
 )
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from backends.hf.beam_search import BeamGroup
 from backends.hf.detokenizer import IncrementalDetokenizer
-from backends.hf.logprobs import sampled_logprobs
+from backends.hf.logprobs import prompt_logprobs, sampled_logprobs
 from backends.hf.runner import ModelRunner
 from backends.hf.sampler import Sampler
 from backends.hf.scheduler import Scheduler, SchedulerConfig
@@ -37,6 +37,7 @@ class EngineCore:
         self.sampler = Sampler(eos_token_ids)
         self.num_steps = 0
         self._by_request: dict[str, list[Sequence]] = {}
+        self._token_texts: dict[int, str] = {}
 
     def add(self, seqs: list[Sequence]) -> None:
         params = seqs[0].sampling
@@ -64,8 +65,11 @@ class EngineCore:
         batch = self.scheduler.schedule()
         if not batch:
             return []
-        due, logits = self.runner.execute(batch.num_scheduled_tokens)
+        ran = self.runner.execute(batch.num_scheduled_tokens)
+        due, logits = ran.due, ran.logits
         self.num_steps += 1
+        for seq, chunk_logits in ran.prompt_logits.items():
+            seq.prompt_logprobs.extend(prompt_logprobs(seq, chunk_logits, self._token_text))
         if not due:
             return []
         outputs: list[SequenceOutput] = []
@@ -120,6 +124,8 @@ class EngineCore:
             reason = FinishReason.LENGTH
         delta = OutputDelta(index=seq.index, token_ids=[token], text=text,
                             logprobs=[logprob] if params.logprobs is not None else None)
+        if seq.num_output_tokens == 1 and params.prompt_logprobs is not None:
+            delta.prompt_logprobs = seq.prompt_logprobs
         if reason is not None:
             delta.text += seq.detokenizer.flush()
             delta.finish_reason = reason
@@ -134,7 +140,10 @@ class EngineCore:
         return SequenceOutput(seq, delta)
 
     def _token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     def _free(self, seq: Sequence) -> None:
         self.scheduler.remove(seq)

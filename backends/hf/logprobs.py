@@ -36,3 +36,30 @@ def sampled_logprobs(logits: torch.Tensor, seqs: list[Sequence], tokens: list[in
             top = [TopLogprob(t, token_text(t), v) for t, v in zip(ids, values, strict=True)]
         result[i] = TokenLogprob(tokens[i], token_text(tokens[i]), chosen[j], top)
     return result
+
+
+@torch.inference_mode()
+def prompt_logprobs(seq: Sequence, chunk_logits: torch.Tensor, token_text) -> list[TokenLogprob]:
+    """Logprobs of the prompt tokens predicted by this chunk's positions (row i predicts token start+i+1).
+    The very first prompt token has no prediction: it gets logprob None."""
+    end = seq.num_computed_tokens
+    start = end - chunk_logits.shape[0]
+    entries: list[TokenLogprob] = []
+    if start == 0:
+        first = seq.prompt_token_ids[0]
+        entries.append(TokenLogprob(first, token_text(first), None))
+    last = min(end, seq.num_prompt_tokens - 1)
+    if last <= start:
+        return entries
+    targets = seq.prompt_token_ids[start + 1 : last + 1]
+    logprobs = torch.log_softmax(chunk_logits[: len(targets)].float(), dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(targets).unsqueeze(1)).squeeze(1).tolist()
+    k = seq.sampling.prompt_logprobs or 0
+    top_values, top_ids = logprobs.topk(k, dim=-1) if k else (None, None)
+    for j, token in enumerate(targets):
+        top = []
+        if k:
+            top = [TopLogprob(t, token_text(t), v) for t, v in zip(top_ids[j].tolist(), top_values[j].tolist(),
+                                                                   strict=True)]
+        entries.append(TokenLogprob(token, token_text(token), chosen[j], top))
+    return entries

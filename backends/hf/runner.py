@@ -8,10 +8,26 @@ which lets the model compute logits for that column only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from backends.hf.kv_cache import SlotKVCache
 from backends.hf.sequence import Sequence
+
+
+@dataclass
+class RunnerOutput:
+    due: list[Sequence] = field(default_factory=list)
+    """Sequences whose whole token list is now computed: their next token is to be chosen."""
+    logits: torch.Tensor | None = None
+    """[len(due), vocab] next-token logits, in the order of `due`."""
+    prompt_logits: dict[Sequence, torch.Tensor] = field(default_factory=dict)
+    """For sequences wanting prompt logprobs: logits at each position computed this step."""
+
+
+def _wants_prompt_logprobs(seq: Sequence) -> bool:
+    return seq.sampling.prompt_logprobs is not None and seq.num_computed_tokens < seq.num_prompt_tokens
 
 
 class ModelRunner:
@@ -60,27 +76,37 @@ class ModelRunner:
         return len(self._slot_owner)
 
     @torch.inference_mode()
-    def execute(self, num_scheduled_tokens: dict[Sequence, int]) -> tuple[list[Sequence], torch.Tensor | None]:
-        """Run the scheduled tokens; return the sequences whose next token is due and their logits [n, vocab]."""
+    def execute(self, num_scheduled_tokens: dict[Sequence, int]) -> RunnerOutput:
+        """Run the scheduled tokens; return the sequences whose next token is due with their logits, and
+        the logits of every computed prompt position for sequences that asked for prompt logprobs."""
         decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
         prompt = [s for s, n in num_scheduled_tokens.items() if n > 1]
-        due: list[Sequence] = []
-        logits: list[torch.Tensor] = []
+        output = RunnerOutput()
+        last_logits: list[torch.Tensor] = []
         for group in (decode, prompt):
             if not group:
                 continue
             group.sort(key=self._slot)
-            group_logits = self._forward(group, [num_scheduled_tokens[s] for s in group])
-            for row, seq in enumerate(group):
-                seq.num_computed_tokens += num_scheduled_tokens[seq]
+            counts = [num_scheduled_tokens[s] for s in group]
+            wants_prompt = {s for s in group if _wants_prompt_logprobs(s)}
+            group_logits = self._forward(group, counts, every_position=bool(wants_prompt))
+            for row, (seq, count) in enumerate(zip(group, counts, strict=True)):
+                if wants_prompt:
+                    if seq in wants_prompt:
+                        output.prompt_logits[seq] = group_logits[row, -count:]
+                    row_logits = group_logits[row, -1]
+                else:
+                    row_logits = group_logits[row]
+                seq.num_computed_tokens += count
                 if seq.num_computed_tokens == len(seq.token_ids):
-                    due.append(seq)
-                    logits.append(group_logits[row])
-        if not due:
-            return due, None
-        return due, torch.stack(logits)
+                    output.due.append(seq)
+                    last_logits.append(row_logits)
+        if last_logits:
+            output.logits = torch.stack(last_logits)
+        return output
 
-    def _forward(self, seqs: list[Sequence], counts: list[int]) -> torch.Tensor:
+    def _forward(self, seqs: list[Sequence], counts: list[int], every_position: bool = False) -> torch.Tensor:
+        """Logits [batch, vocab] of each row's last token, or [batch, width, vocab] with every_position."""
         width = max(counts)
         spare = self.cache.spare_column
         ids_rows, position_rows, write_rows = [], [], []
@@ -112,6 +138,6 @@ class ModelRunner:
             position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=0 if every_position else 1,
         )
-        return out.logits[:, -1, :].float()
+        return out.logits.float() if every_position else out.logits[:, -1, :].float()

@@ -19,6 +19,15 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
 
 
+def _token_counts(rows: list[list[int]], vocab: int) -> torch.Tensor:
+    """[len(rows), vocab] occurrence counts, built in one scatter from a padded id matrix."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.tensor([r + [vocab] * (width - len(r)) for r in rows], dtype=torch.long).clamp_(max=vocab)
+    counts = torch.zeros((len(rows), vocab + 1), dtype=torch.int32)
+    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.int32))
+    return counts[:, :vocab]
+
+
 class Sampler:
     def __init__(self, eos_token_ids: list[int]):
         self.eos_token_ids = eos_token_ids
@@ -48,30 +57,27 @@ class Sampler:
         return sampled.tolist()
 
     def _apply_penalties(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        rows = [
-            row for row, seq in enumerate(seqs)
-            if seq.sampling.repetition_penalty != 1.0
-            or seq.sampling.presence_penalty
-            or seq.sampling.frequency_penalty
-            or seq.sampling.logit_bias
-            or seq.num_output_tokens < seq.sampling.min_tokens
-        ]
-        if not rows:
+        """Repetition, presence and frequency penalties, logit bias and min_tokens, for the rows using them."""
+        params = [seq.sampling for seq in seqs]
+        repetition = any(p.repetition_penalty != 1.0 for p in params)
+        additive = any(p.presence_penalty or p.frequency_penalty for p in params)
+        bias = any(p.logit_bias for p in params)
+        min_tokens = any(seq.num_output_tokens < seq.sampling.min_tokens for seq in seqs)
+        if not (repetition or additive or bias or min_tokens):
             return logits
         logits = logits.clone()
         vocab = logits.shape[-1]
-        for row in rows:
-            seq, p = seqs[row], seqs[row].sampling
-            if p.repetition_penalty != 1.0:
-                seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long)
-                values = logits[row, seen]
-                logits[row, seen] = torch.where(
-                    values > 0, values / p.repetition_penalty, values * p.repetition_penalty
-                )
-            if p.presence_penalty or p.frequency_penalty:
-                counts = torch.bincount(torch.tensor(seq.output_token_ids, dtype=torch.long), minlength=vocab)
-                counts = counts[:vocab].to(logits.dtype)
-                logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
+        if repetition:
+            penalty = _column([p.repetition_penalty for p in params], logits)
+            seen = _token_counts([seq.token_ids for seq in seqs], vocab) > 0
+            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+            logits = torch.where(seen, penalised, logits)
+        if additive:
+            counts = _token_counts([seq.output_token_ids for seq in seqs], vocab).to(logits.dtype)
+            logits -= _column([p.frequency_penalty for p in params], logits) * counts
+            logits -= _column([p.presence_penalty for p in params], logits) * (counts > 0).to(logits.dtype)
+        for row, seq in enumerate(seqs):
+            p = seq.sampling
             if p.logit_bias:
                 ids = torch.tensor(list(p.logit_bias), dtype=torch.long)
                 logits[row, ids] += torch.tensor(list(p.logit_bias.values()), dtype=logits.dtype)

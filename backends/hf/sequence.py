@@ -33,6 +33,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     arrival_time: float = field(default_factory=time.monotonic)
     cumulative_logprob: float = 0.0
+    prompt_logprobs: list = field(default_factory=list)
+    """TokenLogprob per prompt token, filled while the prompt is computed, when the request asks for them."""
     detokenizer: Any = None
     """The sequence's IncrementalDetokenizer; owned by the engine's output stage."""
     generator: Any = None

@@ -15,6 +15,7 @@ class Choice:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -50,6 +51,8 @@ async def collect(merged: AsyncIterator[tuple[int, OutputDelta]], n: int) -> tup
         choice.token_ids.extend(delta.token_ids)
         if delta.logprobs is not None:
             choice.logprobs = (choice.logprobs or []) + delta.logprobs
+        if delta.prompt_logprobs is not None:
+            choice.prompt_logprobs = delta.prompt_logprobs
         if delta.finish_reason is not None:
             choice.finish_reason = delta.finish_reason.value
         usage.add(delta)

@@ -45,7 +45,12 @@ async def create_completion(request: Request):
     base["choices"] = []
     for c in choices:
         echo = echoes[c.index // params.n]
-        logprobs = None if c.logprobs is None else completion_logprobs(c.logprobs, len(echo))[0]
+        logprobs = None
+        if c.logprobs is not None:
+            if c.prompt_logprobs is not None:  # echo: the prompt's tokens come first, from offset 0
+                logprobs = completion_logprobs(c.prompt_logprobs + c.logprobs, 0)[0]
+            else:
+                logprobs = completion_logprobs(c.logprobs, len(echo))[0]
         base["choices"].append(
             {"index": c.index, "text": echo + c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
         )
@@ -64,7 +69,10 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
             offsets[index] = len(echoes[prompt_index])
         logprobs = None
         if delta.logprobs is not None:
-            logprobs, offsets[index] = completion_logprobs(delta.logprobs, offsets[index])
+            items = delta.logprobs
+            if delta.prompt_logprobs is not None:
+                items, offsets[index] = delta.prompt_logprobs + items, 0
+            logprobs, offsets[index] = completion_logprobs(items, offsets[index])
         usage.add(delta)
         choice = {
             "index": index,

@@ -15,7 +15,9 @@ def completion_logprobs(items: list[TokenLogprob], text_offset: int) -> tuple[di
     body = {
         "tokens": [item.token for item in items],
         "token_logprobs": [item.logprob for item in items],
-        "top_logprobs": [{top.token: top.logprob for top in item.top} for item in items],
+        "top_logprobs": [
+            None if item.logprob is None else {top.token: top.logprob for top in item.top} for item in items
+        ],
         "text_offset": offsets,
     }
     return body, text_offset

@@ -33,7 +33,8 @@ def test_join_leave_and_chunked_prefill_match_generate(random_models, kind, chun
         # Admit one new sequence every other step while slots are free: joins happen mid-decode.
         if pending and len(active) < 4 and step % 2 == 0:
             active.append(pending.pop(0))
-        due, logits = runner.execute({s: min(s.num_uncomputed_tokens, chunk) for s in active})
+        ran = runner.execute({s: min(s.num_uncomputed_tokens, chunk) for s in active})
+        due, logits = ran.due, ran.logits
         for s, row in zip(due, logits if logits is not None else [], strict=True):
             s.append_token(int(row.argmax()))
             if s.num_output_tokens == NEW_TOKENS:
