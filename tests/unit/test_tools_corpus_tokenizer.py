@@ -68,7 +68,12 @@ def test_clean_text_unwraps_prose_keeps_code_and_paragraphs():
 
 @pytest.mark.parametrize(
     "text",
-    ["héllo wörld — 日本語 🙂", "  leading and trailing  \n\n\ttabs\r\n", "def f(x):\n    return x ** 2  # ok", ""],
+    [
+        "héllo wörld — 日本語 🙂",
+        "  leading and trailing  \n\n\ttabs\r\n",
+        "def f(x):\n    return x ** 2  # ok",
+        "",
+    ],
 )
 def test_tokenizer_round_trips_exactly(tokenizer, text):
     assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
@@ -76,7 +81,14 @@ def test_tokenizer_round_trips_exactly(tokenizer, text):
 
 def test_tokenizer_round_trips_random_unicode(tokenizer):
     rng = random.Random(0)
-    ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x3040, 0x30FF), (0x4E00, 0x4FFF), (0x1F600, 0x1F64F)]
+    ranges = [
+        (0x20, 0x7E),
+        (0xA0, 0x24F),
+        (0x370, 0x3FF),
+        (0x3040, 0x30FF),
+        (0x4E00, 0x4FFF),
+        (0x1F600, 0x1F64F),
+    ]
     for _ in range(200):
         text = "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(rng.randint(1, 40)))
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
@@ -114,20 +126,27 @@ def test_eval_windows_predict_every_token_once():
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
-    config = PretrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(config, 0, 0.0) == pytest.approx(1e-4)
-    assert lr_at(config, 10, 0.0) == pytest.approx(1e-3)
-    assert lr_at(config, 500, 1.0) == pytest.approx(1e-4)
+    config = PretrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert lr_at(config, 0) == pytest.approx(1e-4)
+    assert lr_at(config, 10) == pytest.approx(1e-3)
+    assert lr_at(config, 60) == pytest.approx(0.55e-3)
+    assert lr_at(config, 110) == pytest.approx(1e-4)
 
 
 def test_tiny_pretrain_builds_a_loadable_verified_model(tmp_path, tokenizer_dir):
     config = BuildConfig(
         name="tiny-test",
-        shape=ModelShape(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64),
-        pretrain=PretrainConfig(steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, max_minutes=1),
+        shape=ModelShape(
+            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64
+        ),
+        pretrain=PretrainConfig(
+            steps=4, batch_size=2, seq_len=32, warmup_steps=1, eval_every=2, max_minutes=1
+        ),
     )
     out = tmp_path / "model"
-    manifest = build_model(out, config, AutoTokenizer.from_pretrained(tokenizer_dir), "test", show_progress=False)
+    manifest = build_model(
+        out, config, AutoTokenizer.from_pretrained(tokenizer_dir), "test", show_progress=False
+    )
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -140,7 +159,9 @@ def test_tiny_pretrain_builds_a_loadable_verified_model(tmp_path, tokenizer_dir)
     ]
 
     assert read_manifest(out) == manifest
-    assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json"} <= set(manifest["files"])
+    assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json"} <= set(
+        manifest["files"]
+    )
     assert manifest["files"] == file_digests(out)
     assert manifest["model"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert manifest["training"]["steps_done"] == 4
@@ -174,5 +195,8 @@ def test_bundled_default_model_loads_and_beats_unigram():
     model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR)
     assert manifest["model"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    size = sum(entry["size"] for entry in json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["files"].values())
+    size = sum(
+        entry["size"]
+        for entry in json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["files"].values()
+    )
     assert size < 40 * 2**20

@@ -1,0 +1,141 @@
+"""``python -m tools`` (and ``turnout tools``): build tokenizers and models offline.
+
+Subcommands:
+  train-tokenizer      train the byte-level BPE tokenizer on the training split and save it
+  pretrain             pretrain a tiny Llama into a directory (optionally with a given tokenizer)
+  build-default-model  everything end to end into server/default_model/ (the bundled model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from tools.build import DEFAULT_MODEL_DIR, BuildConfig
+from tools.options import add_fields, from_args
+from tools.pretrain import ModelShape, PretrainConfig
+from tools.tokenizer import TokenizerConfig
+
+_EPILOG_BUILD = (
+    "The corpus is the Python documentation bundled with the stdlib (pydoc_data.topics); nothing is "
+    "downloaded. Training stops at --steps, at --max-minutes of wall time, or when held-out "
+    "perplexity stops improving for --patience evaluations; the best held-out checkpoint is saved."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools",
+        description="Offline tools: train the tokenizer and pretrain the bundled default model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tok = sub.add_parser(
+        "train-tokenizer",
+        help="train the byte-level BPE tokenizer (with ChatML template) and save it",
+        description="Train a byte-level BPE tokenizer on the training split of the stdlib Python "
+        "docs and save it as a Hugging Face tokenizer directory (AutoTokenizer.from_pretrained loads it).",
+    )
+    tok.add_argument("--out", type=Path, required=True, help="directory to write the tokenizer into")
+    add_fields(tok, BuildConfig, "corpus", skip=("name", "chat_examples"))
+    add_fields(tok, TokenizerConfig, "tokenizer")
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="pretrain a tiny Llama into a directory, with manifest",
+        description="Pretrain a small LlamaForCausalLM on the stdlib Python docs and save weights, "
+        "tokenizer, generation config and manifest.json into --out.",
+        epilog=_EPILOG_BUILD,
+    )
+    pre.add_argument("--out", type=Path, required=True, help="directory to write the model into (replaced)")
+    pre.add_argument(
+        "--tokenizer", type=Path, default=None, help="tokenizer directory to use (default: train a new one)"
+    )
+    _add_build_options(pre)
+
+    build = sub.add_parser(
+        "build-default-model",
+        help="corpus -> tokenizer -> pretrain -> manifest into server/default_model/",
+        description="Build the model the server ships with, end to end: split the corpus, train the "
+        "tokenizer, pretrain, save with the ChatML chat template, and write manifest.json.",
+        epilog=_EPILOG_BUILD,
+    )
+    build.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="output directory, replaced (default: %(default)s)",
+    )
+    _add_build_options(build)
+    return parser
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_fields(parser, BuildConfig, "corpus and data")
+    add_fields(parser, TokenizerConfig, "tokenizer (ignored with --tokenizer)")
+    add_fields(parser, ModelShape, "model shape")
+    add_fields(parser, PretrainConfig, "optimisation")
+
+
+def _build_config(args: argparse.Namespace) -> BuildConfig:
+    return from_args(
+        BuildConfig,
+        args,
+        tokenizer=from_args(TokenizerConfig, args),
+        shape=from_args(ModelShape, args),
+        pretrain=from_args(PretrainConfig, args),
+    )
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from tools.corpus import split_corpus
+    from tools.tokenizer import save_tokenizer, train_tokenizer
+
+    split = split_corpus(seed=args.corpus_seed, held_out_fraction=args.held_out_fraction)
+    tokenizer = train_tokenizer(split.train.values(), from_args(TokenizerConfig, args))
+    out = save_tokenizer(tokenizer, args.out)
+    print(f"tokenizer with {len(tokenizer)} tokens written to {out}")
+    return 0
+
+
+def _pretrain(args: argparse.Namespace, command: str) -> int:
+    from tools.build import build_model
+
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    tokenizer = None
+    if getattr(args, "tokenizer", None) is not None:
+        from transformers import AutoTokenizer
+
+        if not args.tokenizer.is_dir():
+            raise ValueError(f"--tokenizer {str(args.tokenizer)!r} is not a directory")
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    manifest = build_model(args.out, _build_config(args), tokenizer, command, show_progress=not args.quiet)
+    evaluation, training = manifest["evaluation"], manifest["training"]
+    print(
+        f"{manifest['name']}: {manifest['model']['parameters']:,} parameters, "
+        f"held-out perplexity {evaluation['held_out_perplexity']} "
+        f"(unigram baseline {evaluation['unigram_baseline_perplexity']}), "
+        f"best step {training['best_step']} of {training['steps_done']} ({training['stop_reason']}), "
+        f"{training['seconds']} s -> {Path(args.out).resolve()}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "tools", *argv])
+    try:
+        if args.command == "train-tokenizer":
+            return _train_tokenizer(args)
+        return _pretrain(args, command)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
