@@ -118,7 +118,8 @@ class HFBackend(Backend):
         if params.json_schema is not None:
             for seq in seqs:
                 seq.grammar = await asyncio.to_thread(self.grammars.matcher, params.json_schema)
-        stream = self.engine.generate(seqs, num_choices=params.n)
+        # A beam group ends as n choices; otherwise every sequence ends as one (best_of ranks them after).
+        stream = self.engine.generate(seqs, num_choices=params.n if params.use_beam_search else num_seqs)
         if num_seqs > params.n and not params.use_beam_search:
             async for delta in best_of(stream, params.n, len(prompt_ids)):
                 yield delta

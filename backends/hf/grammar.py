@@ -48,11 +48,8 @@ class GrammarCompiler:
         import xgrammar
 
         compiler = self._get()
-        try:
-            if schema:
-                compiled = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
-            else:
-                compiled = compiler.compile_builtin_json_grammar()
+        try:  # json_object mode (an empty schema) means "any JSON object", not any JSON value
+            compiled = compiler.compile_json_schema(json.dumps(schema or {"type": "object"}), any_whitespace=False)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError variants for schema problems
             raise InvalidRequest(f"unsupported or invalid JSON schema: {exc}", param="response_format") from None
         return JsonConstraint(xgrammar.GrammarMatcher(compiled), self._control_tokens)

@@ -194,9 +194,8 @@ def test_chat_logprobs_and_top_logprobs(client, reference, stream):
                    if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     else:
         content = client.chat.completions.create(**args).choices[0].logprobs.content
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(prompt_ids, dict):
-        prompt_ids = prompt_ids["input_ids"]
+    prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
     output_ids = [tokenizer.encode(e.token)[0] for e in content]
     ref = reference_logprobs(model, list(prompt_ids), output_ids)
     assert len(content) == 6
@@ -243,3 +242,18 @@ def test_json_object_response_format(client):
                                          max_tokens=200, temperature=0.7, seed=1,
                                          response_format={"type": "json_object"})
     assert isinstance(json.loads(out.choices[0].message.content), dict)
+
+
+def test_echo_with_logprobs_scores_the_prompt_too(client, reference):
+    model, tokenizer = reference
+    ids = tokenizer.encode(PROMPT)
+    choice = client.completions.create(model=BUNDLED, prompt=PROMPT, max_tokens=3, temperature=0, logprobs=2,
+                                       echo=True, extra_body={"ignore_eos": True}).choices[0]
+    lp = choice.logprobs
+    assert lp.tokens[: len(ids)] == [tokenizer.decode([t]) for t in ids]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    expected = [ref[i - 1, ids[i]].item() for i in range(1, len(ids))]
+    assert lp.token_logprobs[1 : len(ids)] == pytest.approx(expected, abs=1e-4)
+    assert choice.text.startswith(PROMPT) and lp.text_offset[: 2] == [0, len(lp.tokens[0])]
