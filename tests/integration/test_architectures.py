@@ -2,6 +2,7 @@
 give the same greedy tokens as their own `generate`."""
 
 import asyncio
+import shutil
 
 import openai
 import pytest
@@ -15,11 +16,16 @@ PROMPTS = ["The for statement", "A", "Exceptions are raised when an error occurs
 
 
 @pytest.fixture(scope="module")
-def multi_server(random_models):
+def multi_server(random_models, tmp_path_factory):
     from backends.hf.backend import HFBackend
     from backends.hf.config import HFEngineConfig
 
     backends = {k: HFBackend(HFEngineConfig(model=str(random_models[k]), served_model_name=k)) for k in KINDS}
+    # The same Llama without a chat template, for the chat endpoint's refusal.
+    plain = tmp_path_factory.mktemp("plain") / "plain"
+    shutil.copytree(random_models["llama"], plain)
+    (plain / "chat_template.jinja").unlink()
+    backends["plain"] = HFBackend(HFEngineConfig(model=str(plain), served_model_name="plain"))
     srv = ServerThread(backends).start()
     yield srv
     srv.stop()
@@ -45,4 +51,11 @@ async def test_served_tokens_equal_generate(multi_server, random_models, kind):
 
 def test_all_models_listed(multi_server):
     client = openai.OpenAI(base_url=multi_server.base_url, api_key="unused")
-    assert sorted(m.id for m in client.models.list().data) == sorted(KINDS)
+    assert sorted(m.id for m in client.models.list().data) == sorted([*KINDS, "plain"])
+
+
+def test_chat_with_a_model_without_chat_template_is_a_clear_400(multi_server):
+    client = openai.OpenAI(base_url=multi_server.base_url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="no chat template"):
+        client.chat.completions.create(model="plain", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert client.completions.create(model="plain", prompt="hi", max_tokens=2).choices[0].text is not None
