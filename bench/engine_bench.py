@@ -1,0 +1,216 @@
+"""Our server against plain Hugging Face generation, on one model and one workload, in one run.
+
+Default workload (the one in /work/shared/ENVIRONMENT.md's reference table): 32 distinct prompts of 64
+tokens, 64 greedy output tokens each, EOS ignored, 2 torch threads everywhere. Measured:
+
+  server_cN            `turnout serve` as a child process, driven over HTTP by bench.serve_bench at
+                       concurrency N (streamed completions); plus start-up time to /ready, RSS, CPU used.
+  sequential_generate  `model.generate`, one request at a time.
+  padded_generate      one left-padded `model.generate` over all prompts (a static batch; reference only).
+  generate_batch       transformers' continuous batching, persistent manager, warmed up.
+
+The headline ratios are server@32 / sequential and server@32 / generate_batch (targets: >= 10x and >= 3x).
+
+    python -m bench.engine_bench --model /tmp/tinyllama --out engine.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from bench import hf_baselines
+from bench.machine import OtherCpuMeter, machine_info
+from bench.prompts import from_tokenizer
+from bench.serve_bench import run_load
+from bench.server_process import ServerProcess
+from bench.stats import median_run
+
+TARGETS = {"server_vs_sequential": 10.0, "server_vs_generate_batch": 3.0}
+
+
+def resolve_model(model: str | None) -> str:
+    """`--model`, else the bundled model; a clear error when neither exists."""
+    if model is None:
+        from server.cli import default_model_dir
+
+        model = default_model_dir()
+        if not Path(model, "config.json").is_file():
+            raise SystemExit(f"engine_bench: the bundled model is not at {model} (not built yet?); "
+                             "pass --model DIR, e.g. --model /tmp/tinyllama")
+    if not Path(model, "config.json").is_file():
+        raise SystemExit(f"engine_bench: {model!r} is not a model directory (no config.json)")
+    return model
+
+
+def bench_server(args, model_dir: str, prompts) -> dict:
+    """Start-up, memory and throughput of `turnout serve` at each concurrency level."""
+    server_args = ["--dtype", args.dtype, "--attn-implementation", args.attn_implementation,
+                   "--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    result: dict = {"levels": {}}
+    with ServerProcess(model_dir, "bench", num_threads=args.threads, max_num_seqs=max(args.concurrency),
+                       extra_args=server_args) as server:
+        result["startup_s"] = round(server.startup_s, 3)
+        result["rss_mb_after_load"] = server.rss_mb()
+        for concurrency in args.concurrency:
+            print(f"[engine_bench] server at concurrency {concurrency} ...", file=sys.stderr, flush=True)
+            load = {"concurrency": concurrency, "prompt_tokens": args.prompt_tokens,
+                    "output_tokens": args.output_tokens, "stream": True}
+            # Warm up with prompts the timed runs do not use, as a separate run so that the server CPU time
+            # measured below covers the timed requests only.
+            asyncio.run(run_load(server.base_url, "bench", num_requests=concurrency,
+                                 prompts=prompts[args.num_prompts:], **load))
+            runs = []
+            for _ in range(args.repeats):
+                cpu_before = server.cpu_seconds()
+                report = asyncio.run(run_load(server.base_url, "bench", num_requests=args.num_prompts,
+                                              prompts=prompts[: args.num_prompts], **load))
+                if report["failed"] or report["requests_with_unexpected_output_length"]:
+                    raise SystemExit(f"engine_bench: bad run at concurrency {concurrency}: {report['failed']} "
+                                     f"failed, {report['requests_with_unexpected_output_length']} with the "
+                                     f"wrong output length, errors {report['errors']}\n"
+                                     f"server log:\n{server.log_tail()}")
+                report["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 3)
+                runs.append(report)
+            result["levels"][str(concurrency)] = median_run(runs, "output_tokens_per_s")
+        result["rss_mb_after_runs"] = server.rss_mb()
+    return result
+
+
+def bench_hf(args, model_dir: str, prompts: list[list[int]]) -> dict:
+    model = hf_baselines.load_model(model_dir, args.dtype, args.attn_implementation)
+    results = {}
+    for name, run in (
+        ("sequential_generate",
+         lambda: hf_baselines.sequential_generate(model, prompts, args.output_tokens, args.repeats)),
+        ("padded_generate", lambda: hf_baselines.padded_generate(model, prompts, args.output_tokens, args.repeats)),
+        ("generate_batch", lambda: hf_baselines.generate_batch(model, prompts, args.output_tokens,
+                                                               args.max_num_batched_tokens, args.repeats)),
+    ):
+        print(f"[engine_bench] {name} ...", file=sys.stderr, flush=True)
+        results[name] = run()
+    return results
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def summarize(server: dict, hf: dict, top: str) -> dict:
+    """Tokens/s of every method side by side, and the headline ratios."""
+    tps = {f"server_c{c}": r["output_tokens_per_s"] for c, r in server["levels"].items()}
+    tps.update({name: r["output_tokens_per_s"] for name, r in hf.items()})
+    best = tps.get(f"server_c{top}")
+    ratios = {
+        "server_vs_sequential": ratio(best, tps.get("sequential_generate")),
+        "server_vs_generate_batch": ratio(best, tps.get("generate_batch")),
+        "server_vs_padded_generate": ratio(best, tps.get("padded_generate")),
+    }
+    return {"output_tokens_per_s": tps, f"ratios_at_concurrency_{top}": ratios,
+            "meets_targets": {k: (ratios[k] is not None and ratios[k] >= v) for k, v in TARGETS.items()}}
+
+
+def print_table(result: dict) -> None:
+    summary, server = result["summary"], result["server"]
+    print(f"\nmodel {result['config']['model']}  |  {result['config']['num_prompts']} prompts x "
+          f"{result['config']['prompt_tokens']} tokens -> {result['config']['output_tokens']} tokens, "
+          f"{result['machine']['torch_threads']} threads", file=sys.stderr)
+    print(f"{'method':<22}{'output tok/s':>13}{'TTFT p50 ms':>13}{'ITL p50 ms':>12}{'srv cores':>11}"
+          "   all runs (tok/s)", file=sys.stderr)
+    for name, tps in summary["output_tokens_per_s"].items():
+        level = server["levels"].get(name.removeprefix("server_c")) if name.startswith("server_c") else None
+        run = level or result["hf"][name]
+        ttft = f"{level['ttft_ms']['p50']:.1f}" if level and level["ttft_ms"] else "-"
+        itl = f"{level['itl_ms']['p50']:.1f}" if level and level["itl_ms"] else "-"
+        cores = f"{level['server_cpu_s'] / level['duration_s']:.2f}" if level else "-"
+        runs = ", ".join(f"{r:.0f}" for r in run.get("runs_output_tokens_per_s", [tps]))
+        print(f"{name:<22}{tps:>13.1f}{ttft:>13}{itl:>12}{cores:>11}   {runs}", file=sys.stderr)
+    ratios = next(v for k, v in summary.items() if k.startswith("ratios_at"))
+    for name, value in ratios.items():
+        if value is None:
+            continue
+        target = TARGETS.get(name)
+        print(f"{name:<30}{value}x" + (f"  (target >= {target}x)" if target else ""), file=sys.stderr)
+    print(f"server startup {server['startup_s']} s, RSS {server['rss_mb_after_load']} MiB after load, "
+          f"{server['rss_mb_after_runs']} MiB after the runs", file=sys.stderr)
+    machine = result["machine"]
+    other_share = machine["other_processes_cpu_s"] / max(machine["seconds"], 1e-9)
+    print(f"run took {machine['seconds']} s; other processes used {machine['other_processes_cpu_s']} CPU-s "
+          f"meanwhile ({other_share:.2f} cores on average)", file=sys.stderr)
+    if other_share > 0.1:
+        print("warning: other work shared the CPUs: rerun on an idle machine before trusting these numbers",
+              file=sys.stderr)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.engine_bench",
+        description="Compare `turnout serve` (HTTP, concurrency 1 and 32) with HF sequential generate, padded "
+        "generate and transformers' generate_batch on one workload; print a table and write one JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=None, help="model directory; default: the bundled server/default_model")
+    p.add_argument("--num-prompts", type=int, default=32, help="distinct prompts (= requests per run)")
+    p.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt")
+    p.add_argument("--output-tokens", type=int, default=64, help="greedy output tokens per request, EOS ignored")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32],
+                   help="server concurrency levels; ratios use the last one")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the server and for HF")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights dtype, everywhere")
+    p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention kernel")
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                   help="per-step token budget, for the server and for generate_batch")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs per method; the median run is reported, all rates are kept")
+    p.add_argument("--skip-hf", action="store_true", help="measure the server only")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    args = p.parse_args(argv)
+    for name in ("num_prompts", "prompt_tokens", "output_tokens", "threads", "max_num_batched_tokens", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.concurrency) < 1:
+        p.error(f"--concurrency levels must be >= 1, got {args.concurrency}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_dir = resolve_model(args.model)
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    # generate_batch warns on every persistent-manager call through its own logger, outside transformers'.
+    logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    machine = machine_info(args.threads)
+    others = OtherCpuMeter()
+    others.start()
+    # Timed prompts first, then distinct warm-up prompts.
+    prompts = from_tokenizer(AutoTokenizer.from_pretrained(model_dir), args.num_prompts + max(args.concurrency),
+                             args.prompt_tokens)
+    server = bench_server(args, model_dir, prompts)
+    timed_ids = [p.token_ids for p in prompts[: args.num_prompts]]
+    hf = {} if args.skip_hf else bench_hf(args, model_dir, timed_ids)
+    machine["other_processes_cpu_s"] = others.stop()
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "skip_hf")} | {"model": model_dir}
+    machine["seconds"] = round(time.perf_counter() - started, 1)
+    result = {"config": config, "machine": machine, "summary": summarize(server, hf, str(args.concurrency[-1])),
+              "server": server, "hf": hf}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Plain Hugging Face generation on the benchmark workload: the baselines our server must beat.
+
+Each baseline gets a warm-up call first (first calls pay for lazy initialisation, as our server's first
+requests do) and then `repeats` timed calls over all prompts; the median one is reported, with every run's
+rate beside it, because on a shared 2-core machine single runs vary by tens of percent. Every baseline
+is made to produce exactly `output_tokens` tokens per prompt, greedily, and the tokens it really produced
+are counted and checked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from bench.stats import median_run
+
+
+def load_model(model_dir: str, dtype: str, attn_implementation: str):
+    """The model exactly as our server loads it (same dtype, same attention kernel), in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
+                                                 attn_implementation=attn_implementation)
+    return model.eval()
+
+
+def _result(tokens: int, expected: int, seconds: float, **extra) -> dict:
+    return {"output_tokens": tokens, "expected_output_tokens": expected, "complete": tokens == expected,
+            "seconds": round(seconds, 4), "output_tokens_per_s": round(tokens / seconds, 2), **extra}
+
+
+def median_of(run: Callable[[], dict], repeats: int) -> dict:
+    """Call `run` `repeats` times; return the median run, marked incomplete if any run was."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs = [run() for _ in range(repeats)]
+    return {**median_run(runs, "output_tokens_per_s"), "complete": all(r["complete"] for r in runs)}
+
+
+def _generate_kwargs(model, output_tokens: int) -> dict:
+    """Greedy, and min_new_tokens = max_new_tokens so EOS can never end a sequence early."""
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
+    return {"do_sample": False, "max_new_tokens": output_tokens, "min_new_tokens": output_tokens,
+            "pad_token_id": pad}
+
+
+@torch.inference_mode()
+def sequential_generate(model, prompts: list[list[int]], output_tokens: int, repeats: int = 1) -> dict:
+    """One `model.generate` per request, one after another: what a naive server does."""
+    kwargs = _generate_kwargs(model, output_tokens)
+    model.generate(torch.tensor([prompts[0]]), **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+
+    def run() -> dict:
+        tokens = 0
+        start = time.perf_counter()
+        for prompt in prompts:
+            out = model.generate(torch.tensor([prompt]),
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long), **kwargs)
+            tokens += out.shape[1] - len(prompt)
+        return _result(tokens, len(prompts) * output_tokens, time.perf_counter() - start)
+
+    return median_of(run, repeats)
+
+
+@torch.inference_mode()
+def padded_generate(model, prompts: list[list[int]], output_tokens: int, repeats: int = 1) -> dict:
+    """All requests in one left-padded `model.generate` batch: a static batch that knows every request up
+    front, the best case for plain transformers (and no use to a server, whose requests come and go)."""
+    kwargs = _generate_kwargs(model, output_tokens)
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), kwargs["pad_token_id"], dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    model.generate(input_ids[:2], attention_mask=mask[:2], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+
+    def run() -> dict:
+        start = time.perf_counter()
+        out = model.generate(input_ids, attention_mask=mask, **kwargs)
+        seconds = time.perf_counter() - start
+        return _result((out.shape[1] - width) * len(prompts), len(prompts) * output_tokens, seconds)
+
+    return median_of(run, repeats)
+
+
+def generate_batch(model, prompts: list[list[int]], output_tokens: int, max_batch_tokens: int,
+                   repeats: int = 1) -> dict:
+    """transformers' built-in continuous batching (`model.generate_batch`), run the fair way:
+
+    - outside `torch.inference_mode()` (inside it, generate_batch returns no tokens);
+    - with its KV cache sized for this workload: left to itself on CPU it sizes the cache from 90% of *host*
+      RAM, which takes minutes to allocate and would be charged to its first call;
+    - with a persistent manager, warmed up by one untimed call, so the timed call measures generation only;
+    - EOS disabled (eos_token_id=-1) so every request generates exactly `output_tokens`.
+    `max_batch_tokens` is the per-step token budget (set it to the server's --max-num-batched-tokens).
+    """
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    page_size = 256
+    pages_per_request = math.ceil((max(len(p) for p in prompts) + output_tokens) / page_size)
+    cb_config = ContinuousBatchingConfig(page_size=page_size, num_blocks=2 * len(prompts) * pages_per_request,
+                                         max_batch_tokens=max_batch_tokens)
+    gen_config = GenerationConfig(max_new_tokens=output_tokens, do_sample=False, eos_token_id=-1,
+                                  pad_token_id=_generate_kwargs(model, output_tokens)["pad_token_id"])
+
+    def call() -> dict:
+        return model.generate_batch(prompts, generation_config=gen_config, continuous_batching_config=cb_config,
+                                    persistent_manager=True, max_new_tokens=output_tokens)
+
+    def run() -> dict:
+        start = time.perf_counter()
+        results = call()
+        seconds = time.perf_counter() - start
+        tokens = sum(len(r.generated_tokens) for r in results.values() if r.error is None)
+        errors = sorted({r.error for r in results.values() if r.error is not None})[:3]
+        return _result(tokens, len(prompts) * output_tokens, seconds, errors=errors,
+                       num_blocks=cb_config.num_blocks, max_batch_tokens=max_batch_tokens)
+
+    try:
+        call()
+        return median_of(run, repeats)
+    finally:
+        model.destroy_cached_continuous_batching_manager()

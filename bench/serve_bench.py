@@ -1,0 +1,157 @@
+"""Load generator for any OpenAI-compatible server: N requests, at most C in flight, one JSON report.
+
+Each of `concurrency` workers sends its next request as soon as its previous one finishes (a closed loop,
+like vLLM's `--max-concurrency`), so the server always sees about C requests. Throughput is total output
+tokens (from `usage`) over the wall time from the first send to the last completion.
+
+    python -m bench.serve_bench --base-url http://127.0.0.1:8000/v1 --model turnout-tiny --concurrency 32
+
+Reuse from Python: `report = await run_load(base_url, model, concurrency=32, num_requests=64)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import httpx
+
+from bench import prompts as prompt_source
+from bench.prompts import Prompt
+from bench.request import ENDPOINTS, RequestResult, build_payload, send
+from bench.stats import summarize_ms
+
+
+async def run_load(
+    base_url: str,
+    model: str,
+    *,
+    concurrency: int,
+    num_requests: int,
+    prompt_tokens: int = 64,
+    output_tokens: int = 64,
+    stream: bool = True,
+    endpoint: str = "completions",
+    warmup: int = 0,
+    temperature: float = 0.0,
+    prompts: list[Prompt] | None = None,
+    timeout_s: float = 600.0,
+) -> dict:
+    """Run one load level and return its report (see `report`). `prompts` defaults to `num_requests +
+    warmup` distinct prompts tokenized by the server; pass your own to give several runs the same workload
+    (request i uses prompts[i % len(prompts)]; warm-up requests use prompts from the end of the list)."""
+    if concurrency < 1 or num_requests < 1 or warmup < 0:
+        raise ValueError(f"need concurrency >= 1, num_requests >= 1, warmup >= 0; got {concurrency}, "
+                         f"{num_requests}, {warmup}")
+    url = f"{base_url.rstrip('/')}/{'chat/completions' if endpoint == 'chat' else 'completions'}"
+    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as http:
+        if prompts is None:
+            prompts = await prompt_source.from_server(http, base_url, model, num_requests + warmup, prompt_tokens)
+
+        def payload(i: int) -> dict:
+            return build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
+
+        if warmup:
+            await _closed_loop(http, url, endpoint, [payload(-1 - i) for i in range(warmup)], concurrency)
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        results = await _closed_loop(http, url, endpoint, [payload(i) for i in range(num_requests)], concurrency)
+        duration = time.perf_counter() - start
+        client_cpu = time.process_time() - cpu_start
+    config = {"base_url": base_url, "model": model, "endpoint": endpoint, "stream": stream,
+              "concurrency": concurrency, "num_requests": num_requests, "prompt_tokens": prompt_tokens,
+              "output_tokens": output_tokens, "temperature": temperature, "warmup": warmup}
+    return report(config, results, duration, client_cpu)
+
+
+async def _closed_loop(http: httpx.AsyncClient, url: str, endpoint: str, payloads: list[dict],
+                       concurrency: int) -> list[RequestResult]:
+    pending = iter(payloads)
+    results: list[RequestResult] = []
+
+    async def worker() -> None:
+        for body in pending:  # one shared iterator: each payload goes to exactly one worker
+            results.append(await send(http, url, endpoint, body))
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(payloads)))))
+    return results
+
+
+def report(config: dict, results: list[RequestResult], duration_s: float, client_cpu_s: float) -> dict:
+    """The JSON report: throughput over the whole run, latency distributions over successful requests."""
+    ok = [r for r in results if r.ok]
+    output_tokens = sum(r.output_tokens for r in ok)
+    short = sum(1 for r in ok if r.output_tokens != config["output_tokens"])
+    return {
+        "config": config,
+        "completed": len(ok),
+        "failed": len(results) - len(ok),
+        "errors": sorted({r.error for r in results if not r.ok})[:5],
+        "requests_with_unexpected_output_length": short,
+        "duration_s": round(duration_s, 4),
+        "total_prompt_tokens": sum(r.prompt_tokens for r in ok),
+        "total_output_tokens": output_tokens,
+        "output_tokens_per_s": round(output_tokens / duration_s, 2) if duration_s > 0 else None,
+        "requests_per_s": round(len(ok) / duration_s, 3) if duration_s > 0 else None,
+        "ttft_ms": summarize_ms([r.ttft for r in ok if r.ttft is not None]),
+        "itl_ms": summarize_ms([gap for r in ok for gap in r.inter_token_gaps]),
+        "tpot_ms": summarize_ms([t for r in ok if (t := r.time_per_output_token) is not None]),
+        "e2e_latency_ms": summarize_ms([r.latency for r in ok]),
+        "client_cpu_s": round(client_cpu_s, 3),
+    }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.serve_bench",
+        description="Drive an OpenAI-compatible server at a fixed concurrency and report throughput "
+        "(output tokens/s, requests/s) and latency (TTFT, inter-token, end-to-end: mean, p50, p90, p99) as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="server URL including /v1")
+    p.add_argument("--model", required=True, help="model name as the server serves it (GET /v1/models)")
+    p.add_argument("--concurrency", type=_positive, default=1, help="requests in flight at once")
+    p.add_argument("--num-requests", type=_positive, default=32, help="timed requests (after warm-up)")
+    p.add_argument("--prompt-tokens", type=_positive, default=64,
+                   help="tokens per prompt (exact when the server has POST /tokenize; each prompt distinct)")
+    p.add_argument("--output-tokens", type=_positive, default=64,
+                   help="max_tokens per request, with ignore_eos so each generates exactly this many")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                   help="stream (SSE); TTFT and inter-token latency exist only when streaming")
+    p.add_argument("--endpoint", choices=ENDPOINTS, default="completions",
+                   help="completions sends token-id prompts; chat sends the prompt text as one user message")
+    p.add_argument("--warmup", type=int, default=0, help="untimed requests sent first, at the same concurrency")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run_load(
+        args.base_url, args.model, concurrency=args.concurrency, num_requests=args.num_requests,
+        prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=args.stream,
+        endpoint=args.endpoint, warmup=args.warmup, temperature=args.temperature, timeout_s=args.timeout,
+    ))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0 if result["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
