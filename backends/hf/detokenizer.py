@@ -21,6 +21,10 @@ class IncrementalDetokenizer:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.skip_special_tokens = skip_special_tokens
+        # The Rust tokenizer directly when there is one: the Python wrapper costs more than the decode itself.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        cleans_up = getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        self._fast_decode = backend.decode if backend is not None and not cleans_up else None
         self._ids: list[int] = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
@@ -34,6 +38,8 @@ class IncrementalDetokenizer:
         return self._text
 
     def _decode(self, ids: list[int]) -> str:
+        if self._fast_decode is not None:
+            return self._fast_decode(ids, skip_special_tokens=self.skip_special_tokens)
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
 
     def add_token(self, token_id: int) -> str:

@@ -37,6 +37,8 @@ class ModelRunner:
         self.pad_token_id = pad_token_id
         self.cache = SlotKVCache(num_slots, max_len, model.config.num_hidden_layers)
         self._bool_mask = model.config._attn_implementation in ("sdpa", "flex_attention")
+        # Looked up once: `model.device` walks every parameter on each access.
+        self.device, self.dtype = model.device, model.dtype
         self._slot_of: dict[Sequence, int] = {}
         self._slot_owner: list[Sequence] = []
 
@@ -125,9 +127,9 @@ class ModelRunner:
         if self._bool_mask:
             mask = allowed
         else:
-            dtype = self.model.dtype
+            dtype = self.dtype
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-        device = self.model.device
+        device = self.device
         if device.type != "cpu":
             input_ids, positions, mask = input_ids.to(device), positions.to(device), mask.to(device)
             write_positions = write_positions.to(device)

@@ -47,7 +47,7 @@ async def create_chat_completion(request: Request):
 
 async def _events(merged, base: dict, include_usage: bool):
     base = {**base, "object": "chat.completion.chunk"}
-    extra = {"usage": None} if include_usage else {}
+    encoder = sse.ChunkEncoder(base, {"usage": None} if include_usage else None)
     usage = Usage()
     started: set[int] = set()
     async for _, delta in merged:
@@ -55,7 +55,7 @@ async def _events(merged, base: dict, include_usage: bool):
             started.add(delta.index)
             first = {"index": delta.index, "delta": {"role": "assistant", "content": ""},
                      "logprobs": None, "finish_reason": None}
-            yield sse.event({**base, "choices": [first], **extra})
+            yield encoder.chunk(first)
         usage.add(delta)
         choice = {
             "index": delta.index,
@@ -63,7 +63,7 @@ async def _events(merged, base: dict, include_usage: bool):
             "logprobs": None if delta.logprobs is None else chat_logprobs(delta.logprobs),
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
-        yield sse.event({**base, "choices": [choice], **extra})
+        yield encoder.chunk(choice)
     if include_usage:
         yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
     yield sse.DONE

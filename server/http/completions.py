@@ -60,6 +60,7 @@ async def create_completion(request: Request):
 
 async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: bool):
     usage = Usage()
+    encoder = sse.ChunkEncoder(base, {"usage": None} if include_usage else None)
     offsets: dict[int, int] = {}  # choice index -> text offset of its next token
     async for prompt_index, delta in merged:
         index = choice_index(prompt_index, n, delta)
@@ -80,7 +81,7 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
             "logprobs": logprobs,
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
-        yield sse.event({**base, "choices": [choice], **({"usage": None} if include_usage else {})})
+        yield encoder.chunk(choice)
     if include_usage:
         yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
     yield sse.DONE
