@@ -39,10 +39,12 @@ async def run_load(
     temperature: float = 0.0,
     prompts: list[Prompt] | None = None,
     timeout_s: float = 600.0,
+    extra_body: dict | None = None,
 ) -> dict:
     """Run one load level and return its report (see `report`). `prompts` defaults to `num_requests +
     warmup` distinct prompts tokenized by the server; pass your own to give several runs the same workload
-    (request i uses prompts[i % len(prompts)]; warm-up requests use prompts from the end of the list)."""
+    (request i uses prompts[i % len(prompts)]; warm-up requests use prompts from the end of the list).
+    `extra_body` fields are added to every request (sampling parameters, logprobs, ...)."""
     if concurrency < 1 or num_requests < 1 or warmup < 0:
         raise ValueError(f"need concurrency >= 1, num_requests >= 1, warmup >= 0; got {concurrency}, "
                          f"{num_requests}, {warmup}")
@@ -53,7 +55,8 @@ async def run_load(
             prompts = await prompt_source.from_server(http, base_url, model, num_requests + warmup, prompt_tokens)
 
         def payload(i: int) -> dict:
-            return build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
+            body = build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
+            return {**body, **(extra_body or {})}
 
         if warmup:
             await _closed_loop(http, url, endpoint, [payload(-1 - i) for i in range(warmup)], concurrency)
@@ -64,7 +67,8 @@ async def run_load(
         client_cpu = time.process_time() - cpu_start
     config = {"base_url": base_url, "model": model, "endpoint": endpoint, "stream": stream,
               "concurrency": concurrency, "num_requests": num_requests, "prompt_tokens": prompt_tokens,
-              "output_tokens": output_tokens, "temperature": temperature, "warmup": warmup}
+              "output_tokens": output_tokens, "temperature": temperature, "warmup": warmup,
+              "extra_body": extra_body or {}}
     return report(config, results, duration, client_cpu)
 
 
@@ -133,6 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="completions sends token-id prompts; chat sends the prompt text as one user message")
     p.add_argument("--warmup", type=int, default=0, help="untimed requests sent first, at the same concurrency")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--extra-body", type=json.loads, default=None,
+                   help='JSON object merged into every request, e.g. \'{"top_p": 0.9, "logprobs": 5}\'')
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     return p.parse_args(argv)
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         args.base_url, args.model, concurrency=args.concurrency, num_requests=args.num_requests,
         prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=args.stream,
         endpoint=args.endpoint, warmup=args.warmup, temperature=args.temperature, timeout_s=args.timeout,
+        extra_body=args.extra_body,
     ))
     text = json.dumps(result, indent=2)
     print(text)

@@ -49,14 +49,16 @@ class SlotKVCache(Cache):
         if layer_idx == len(self.keys):
             self._allocate(key_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        # Advanced indices around a slice put the indexed dims first: [batch, tokens, heads, head_dim].
-        keys[self._write_rows, :, self._write_cols] = key_states.transpose(1, 2)
-        values[self._write_rows, :, self._write_cols] = value_states.transpose(1, 2)
-        return keys[self._rows, :, : self._kv_len], values[self._rows, :, : self._kv_len]
+        # Stored [slot, position, head, head_dim]: a batch's keys are then a strided view the attention
+        # kernel reads in place (with heads second, CPU sdpa copied them to contiguous memory every call).
+        keys[self._write_rows, self._write_cols] = key_states.transpose(1, 2)
+        values[self._write_rows, self._write_cols] = value_states.transpose(1, 2)
+        return (keys[self._rows, : self._kv_len].transpose(1, 2),
+                values[self._rows, : self._kv_len].transpose(1, 2))
 
     def _allocate(self, like: torch.Tensor) -> None:
         _, num_heads, _, head_dim = like.shape
-        shape = (self.num_slots, num_heads, self.max_len + 1, head_dim)
+        shape = (self.num_slots, self.max_len + 1, num_heads, head_dim)
         self.keys.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
         self.values.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
 
