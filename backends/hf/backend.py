@@ -55,7 +55,7 @@ class HFBackend(Backend):
         )
         core = EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
                           loaded.eos_token_ids, loaded.pad_token_id)
-        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size)
+        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_ids)
         self.engine = AsyncEngine(core)
         self.engine.start()
 

@@ -22,9 +22,10 @@ from backends.errors import InvalidRequest
 class GrammarCompiler:
     """Compiles schemas for one tokenizer; created lazily, since most servers never see a schema."""
 
-    def __init__(self, tokenizer, vocab_size: int):
+    def __init__(self, tokenizer, vocab_size: int, stop_token_ids: list[int]):
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
+        self._stop_token_ids = stop_token_ids
         self._compiler = None
         self._control_tokens: torch.Tensor | None = None
         self._lock = threading.Lock()
@@ -34,7 +35,11 @@ class GrammarCompiler:
             if self._compiler is None:
                 import xgrammar
 
-                info = xgrammar.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab_size)
+                # Every end-of-sequence id is a stop token: otherwise xgrammar takes e.g. <|im_end|> for text
+                # and lets it end the sequence in the middle of a JSON string.
+                info = xgrammar.TokenizerInfo.from_huggingface(
+                    self._tokenizer, vocab_size=self._vocab_size, stop_token_ids=self._stop_token_ids
+                )
                 self._compiler = xgrammar.GrammarCompiler(info)
                 self._control_tokens = torch.zeros(self._vocab_size, dtype=torch.bool)
                 for token_id in range(min(len(self._tokenizer), self._vocab_size)):

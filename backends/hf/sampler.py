@@ -1,9 +1,9 @@
 """Every decoding rule, vectorised over the batch: penalties, bias, temperature, top-k/top-p/min-p/typical
 filtering, then one draw per row.
 
-Draws use the exponential race (argmax of p / E with E ~ Exp(1)), which equals sampling from p. A row
-with a seed draws its noise from its own torch.Generator, so its tokens do not depend on which other
-requests share the batch. Each stage is skipped when no row in the batch uses it, which keeps the plain
+Draws invert the cumulative distribution at one uniform number per row. A row with a seed draws that
+number from its own torch.Generator, so its tokens do not depend on which other requests share the
+batch; a token whose probability is zero (filtered out) has an empty interval and is never drawn. Each stage is skipped when no row in the batch uses it, which keeps the plain
 greedy step cheap.
 """
 
@@ -19,13 +19,26 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
 
 
-def _token_counts(rows: list[list[int]], vocab: int) -> torch.Tensor:
-    """[len(rows), vocab] occurrence counts, built in one scatter from a padded id matrix."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.tensor([r + [vocab] * (width - len(r)) for r in rows], dtype=torch.long).clamp_(max=vocab)
-    counts = torch.zeros((len(rows), vocab + 1), dtype=torch.int32)
-    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.int32))
-    return counts[:, :vocab]
+class _TokenCounts:
+    """A sequence's token statistics for the penalties, kept up to date one new token at a time instead of
+    recounting the whole sequence every step."""
+
+    def __init__(self, seq: Sequence, vocab: int):
+        self.seen = torch.zeros(vocab, dtype=torch.bool)  # in prompt or output: repetition penalty
+        self.seen[torch.tensor(seq.prompt_token_ids, dtype=torch.long)] = True
+        self.output_counts = torch.zeros(vocab, dtype=torch.int32)  # output only: presence/frequency
+        self.num_counted = 0
+
+    @classmethod
+    def of(cls, seq: Sequence, vocab: int) -> _TokenCounts:
+        if seq.token_counts is None:
+            seq.token_counts = cls(seq, vocab)
+        state = seq.token_counts
+        for token in seq.token_ids[seq.num_prompt_tokens + state.num_counted :]:
+            state.seen[token] = True
+            state.output_counts[token] += 1
+            state.num_counted += 1
+        return state
 
 
 class Sampler:
@@ -45,12 +58,16 @@ class Sampler:
             logits = logits / _column(temperatures, logits)
         logits = self._filter(logits, params)
         probs = torch.softmax(logits, dim=-1)
-        noise = torch.empty_like(probs)
+        # Inverse-CDF draw: one uniform per row, taken from the row's own generator when it has a seed.
+        uniforms = torch.rand(len(seqs))
         for row, seq in enumerate(seqs):
-            if seq.sampling.seed is not None and seq.generator is None:
-                seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
-            noise[row].exponential_(generator=seq.generator)
-        sampled = (probs / noise).argmax(dim=-1)
+            if seq.sampling.seed is not None:
+                if seq.generator is None:
+                    seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
+                uniforms[row] = torch.rand((), generator=seq.generator)
+        cdf = probs.cumsum(dim=-1)
+        targets = (uniforms.unsqueeze(1) * cdf[:, -1:]).clamp_(min=torch.finfo(cdf.dtype).tiny)
+        sampled = torch.searchsorted(cdf, targets).squeeze(1).clamp_(max=probs.shape[-1] - 1)
         greedy_rows = [row for row, p in enumerate(params) if p.greedy]
         if greedy_rows:
             sampled[greedy_rows] = logits[greedy_rows].argmax(dim=-1)
@@ -67,13 +84,15 @@ class Sampler:
             return logits
         logits = logits.clone()
         vocab = logits.shape[-1]
+        if repetition or additive:
+            states = [_TokenCounts.of(seq, vocab) for seq in seqs]
         if repetition:
             penalty = _column([p.repetition_penalty for p in params], logits)
-            seen = _token_counts([seq.token_ids for seq in seqs], vocab) > 0
+            seen = torch.stack([state.seen for state in states])
             penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
             logits = torch.where(seen, penalised, logits)
         if additive:
-            counts = _token_counts([seq.output_token_ids for seq in seqs], vocab).to(logits.dtype)
+            counts = torch.stack([state.output_counts for state in states]).to(logits.dtype)
             logits -= _column([p.frequency_penalty for p in params], logits) * counts
             logits -= _column([p.presence_penalty for p in params], logits) * (counts > 0).to(logits.dtype)
         for row, seq in enumerate(seqs):
@@ -88,42 +107,46 @@ class Sampler:
 
     @staticmethod
     def _filter(logits: torch.Tensor, params) -> torch.Tensor:
-        """Top-k, top-p, min-p and typical-p, each as a mask of tokens to drop (set to -inf)."""
-        use_top_k = any(p.top_k > 0 for p in params)
+        """Top-k, then top-p, then min-p, then typical-p, each on what the previous left (transformers'
+        order, each renormalised). Work happens on candidate columns sorted by logit: the top max(k)
+        when every row has a top_k (cheap), else the whole sorted vocabulary."""
         use_top_p = any(p.top_p < 1.0 for p in params)
         use_min_p = any(p.min_p > 0.0 for p in params)
         use_typical = any(p.typical_p < 1.0 for p in params)
-        if not (use_top_k or use_top_p or use_min_p or use_typical):
-            return logits
         vocab = logits.shape[-1]
-        drop = torch.zeros_like(logits, dtype=torch.bool)
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        if use_top_k:
-            k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params]).clamp(max=vocab)
-            ranks = torch.arange(vocab).unsqueeze(0)
-            drop.scatter_(1, order, ranks >= k.unsqueeze(1))
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        ks = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
+        if not (use_top_p or use_min_p or use_typical or min(ks) < vocab):
+            return logits
+        width = max(ks)
+        if width < vocab:
+            candidates, ids = logits.topk(width, dim=-1)
+        else:
+            candidates, ids = logits.sort(dim=-1, descending=True)
+        ranks = torch.arange(width).unsqueeze(0)
+        candidates = candidates.masked_fill(ranks >= torch.tensor(ks).unsqueeze(1), float("-inf"))
         if use_top_p:
-            top_p = _column([p.top_p for p in params], logits)
+            probs = torch.softmax(candidates, dim=-1)
+            top_p = _column([p.top_p if p.top_p < 1.0 else 2.0 for p in params], logits)
             # Drop a token when the mass strictly before it already reaches top_p (the first always stays).
-            mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-            drop |= torch.zeros_like(drop).scatter_(1, order, mass_before >= top_p)
+            candidates = candidates.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
         if use_min_p:
+            probs = torch.softmax(candidates, dim=-1)
             min_p = _column([p.min_p for p in params], logits)
-            drop |= torch.zeros_like(drop).scatter_(1, order, sorted_probs < min_p * sorted_probs[:, :1])
+            candidates = candidates.masked_fill(probs < min_p * probs[:, :1], float("-inf"))
         if use_typical:
-            drop |= Sampler._typical_mask(sorted_probs, order, _column([p.typical_p for p in params], logits))
-        return logits.masked_fill(drop, float("-inf"))
+            typical_p = _column([p.typical_p for p in params], logits)
+            candidates = candidates.masked_fill(_typical_drop(candidates, typical_p), float("-inf"))
+        return torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates)
 
-    @staticmethod
-    def _typical_mask(sorted_probs, order, typical_p):
-        """HF's TypicalLogitsWarper: keep tokens closest to the entropy until their mass reaches typical_p."""
-        logp = torch.log(sorted_probs.clamp_min(1e-30))
-        entropy = -(sorted_probs * logp).sum(dim=-1, keepdim=True)
-        surprise_gap = (-logp - entropy).abs()
-        gap_sorted, gap_order = surprise_gap.sort(dim=-1)
-        probs_by_gap = sorted_probs.gather(1, gap_order)
-        mass_before = probs_by_gap.cumsum(dim=-1) - probs_by_gap
-        drop_by_gap = mass_before >= typical_p
-        drop_sorted = torch.zeros_like(drop_by_gap).scatter_(1, gap_order, drop_by_gap)
-        return torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+
+def _typical_drop(candidates: torch.Tensor, typical_p: torch.Tensor) -> torch.Tensor:
+    """transformers' TypicalLogitsWarper: keep the tokens whose surprise is closest to the entropy until
+    their mass reaches typical_p (rows with typical_p = 1 keep everything)."""
+    logp = torch.log_softmax(candidates, dim=-1)
+    probs = logp.exp()
+    entropy = -(probs * logp.nan_to_num(neginf=0.0)).sum(dim=-1, keepdim=True)
+    gap = (-logp - entropy).abs().nan_to_num(posinf=float("inf"))
+    gap_sorted, gap_order = gap.sort(dim=-1)
+    probs_by_gap = probs.gather(1, gap_order)
+    drop_by_gap = (probs_by_gap.cumsum(dim=-1) - probs_by_gap >= typical_p) & (typical_p < 1.0)
+    return torch.zeros_like(drop_by_gap).scatter_(1, gap_order, drop_by_gap)

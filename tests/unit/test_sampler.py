@@ -118,3 +118,21 @@ def test_typical_p_matches_transformers_typical_warper():
         ours = Sampler._filter(logits, [SamplingParams(typical_p=mass)] * 6)
         theirs = TypicalLogitsWarper(mass=mass)(None, logits.clone())
         assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs)), mass
+
+
+def test_filters_chain_like_transformers_warpers():
+    from transformers.generation.logits_process import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(4)
+    logits = torch.randn(8, 300) * 2
+    for top_k, top_p, min_p in [(20, 0.8, 0.0), (0, 0.7, 0.1), (50, 1.0, 0.2), (5, 0.5, 0.05)]:
+        ours = Sampler._filter(logits, [SamplingParams(top_k=top_k, top_p=top_p, min_p=min_p)] * 8)
+        theirs = logits.clone()
+        if top_k:
+            theirs = TopKLogitsWarper(top_k)(None, theirs)
+        if top_p < 1.0:
+            theirs = TopPLogitsWarper(top_p)(None, theirs)
+        if min_p:
+            theirs = MinPLogitsWarper(min_p)(None, theirs)
+        assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs)), (top_k, top_p, min_p)
+        assert torch.equal(ours[torch.isfinite(ours)], logits[torch.isfinite(ours)])  # kept logits unchanged
