@@ -30,7 +30,8 @@ model: $(STAMP)  ## rebuild the bundled model (tokenizer + pretraining, ~15 min 
 	$(PY) -m tools build-default-model
 
 bench: $(STAMP)  ## engine benchmark: our server vs sequential generate vs generate_batch
-	$(PY) bench/engine_bench.py --out bench/results/engine.json
+	mkdir -p bench/results
+	$(PY) -m bench.engine_bench --out bench/results/engine.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
