@@ -26,13 +26,15 @@ MODES = {
 
 
 async def _measure(server: ServerProcess, prompts, args) -> dict:
-    results = {}
-    for _ in range(args.repeats):
+    """One untimed pass of each mode first (allocations, caches), then alternating timed runs."""
+    results: dict[str, list[float]] = {}
+    for repeat in range(-1, args.repeats):
         for mode, body in MODES.items():
             run = await run_load(server.base_url, server.served_model_name, concurrency=args.concurrency,
                                  num_requests=len(prompts), output_tokens=args.output_tokens, prompts=prompts,
                                  stream=True, extra_body=body)
-            results.setdefault(mode, []).append(run["output_tokens_per_s"])
+            if repeat >= 0:
+                results.setdefault(mode, []).append(run["output_tokens_per_s"])
     return results
 
 
