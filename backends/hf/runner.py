@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from backends.hf import fast_llama
 from backends.hf.kv_cache import SlotKVCache
 from backends.hf.sequence import Sequence
 
@@ -39,6 +40,7 @@ class ModelRunner:
         self._bool_mask = model.config._attn_implementation in ("sdpa", "flex_attention")
         # Looked up once: `model.device` walks every parameter on each access.
         self.device, self.dtype = model.device, model.dtype
+        self.fast_forward = fast_llama.FastLlamaForward(model) if fast_llama.supports(model) else None
         self._slot_of: dict[Sequence, int] = {}
         self._slot_owner: list[Sequence] = []
 
@@ -134,6 +136,9 @@ class ModelRunner:
             input_ids, positions, mask = input_ids.to(device), positions.to(device), mask.to(device)
             write_positions = write_positions.to(device)
         self.cache.prepare([self._slot_of[s] for s in seqs], write_positions, kv_len)
+        if self.fast_forward is not None:
+            logits = self.fast_forward(input_ids, positions, mask, self.cache, last_only=not every_position)
+            return logits.float() if every_position else logits[:, -1, :].float()
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,

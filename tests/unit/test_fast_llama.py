@@ -1,0 +1,31 @@
+"""The lean Llama-family forward computes what transformers' forward computes, on the slot KV cache."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from backends.hf import fast_llama
+from backends.hf.runner import ModelRunner
+from backends.hf.sequence import Sequence
+from backends.types import SamplingParams
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_fast_forward_logits_equal_transformers(random_models, kind):
+    model = AutoModelForCausalLM.from_pretrained(random_models[kind]).eval()
+    assert fast_llama.supports(model)
+    prompts = [[5, 9, 33, 7], [11, 3], [40, 41, 42, 43, 44, 45]]
+    runner = ModelRunner(model, num_slots=4, max_len=64, pad_token_id=0)
+    assert runner.fast_forward is not None
+    seqs = [Sequence(str(i), p, SamplingParams()) for i, p in enumerate(prompts)]
+    ran = runner.execute({s: len(p) for s, p in zip(seqs, prompts, strict=True)})
+    with torch.no_grad():
+        for seq, prompt, row in zip(ran.due, [s.prompt_token_ids for s in ran.due], ran.logits, strict=True):
+            expected = model(torch.tensor([prompt])).logits[0, -1]
+            assert torch.allclose(row, expected, atol=1e-5), seq.request_id
+
+
+def test_unsupported_models_use_the_transformers_forward(random_models):
+    model = AutoModelForCausalLM.from_pretrained(random_models["gpt2"]).eval()
+    assert not fast_llama.supports(model)
+    assert ModelRunner(model, num_slots=2, max_len=32, pad_token_id=0).fast_forward is None
