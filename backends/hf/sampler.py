@@ -56,8 +56,15 @@ class Sampler:
         temperatures = [p.temperature if not p.greedy else 1.0 for p in params]
         if any(t != 1.0 for t in temperatures):
             logits = logits / _column(temperatures, logits)
-        logits = self._filter(logits, params)
-        probs = torch.softmax(logits, dim=-1)
+        candidates, ids = self._candidates(logits, params)
+        # Draw in token-id order whatever path the batch took, so a seeded row's token does not depend on
+        # its neighbours: a few top-k candidates are re-sorted by id; a whole sorted vocabulary is put back.
+        if ids is not None and ids.shape[1] < logits.shape[1]:
+            ids, order = ids.sort(dim=-1)
+            candidates = candidates.gather(1, order)
+        elif ids is not None:
+            candidates, ids = torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates), None
+        probs = torch.softmax(candidates, dim=-1)
         # Inverse-CDF draw: one uniform per row, taken from the row's own generator when it has a seed.
         uniforms = torch.rand(len(seqs))
         for row, seq in enumerate(seqs):
@@ -67,7 +74,8 @@ class Sampler:
                 uniforms[row] = torch.rand((), generator=seq.generator)
         cdf = probs.cumsum(dim=-1)
         targets = (uniforms.unsqueeze(1) * cdf[:, -1:]).clamp_(min=torch.finfo(cdf.dtype).tiny)
-        sampled = torch.searchsorted(cdf, targets).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+        picks = torch.searchsorted(cdf, targets).clamp_(max=probs.shape[-1] - 1)
+        sampled = picks.squeeze(1) if ids is None else ids.gather(1, picks).squeeze(1)
         greedy_rows = [row for row, p in enumerate(params) if p.greedy]
         if greedy_rows:
             sampled[greedy_rows] = logits[greedy_rows].argmax(dim=-1)
@@ -107,16 +115,25 @@ class Sampler:
 
     @staticmethod
     def _filter(logits: torch.Tensor, params) -> torch.Tensor:
+        """The filtered logits over the whole vocabulary (dropped tokens at -inf)."""
+        candidates, ids = Sampler._candidates(logits, params)
+        if ids is None:
+            return candidates
+        return torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates)
+
+    @staticmethod
+    def _candidates(logits: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Top-k, then top-p, then min-p, then typical-p, each on what the previous left (transformers'
-        order, each renormalised). Work happens on candidate columns sorted by logit: the top max(k)
-        when every row has a top_k (cheap), else the whole sorted vocabulary."""
+        order, each renormalised). Returns candidate logits sorted most likely first and their token ids:
+        the top max(k) when every row has a top_k (cheap), else the whole sorted vocabulary; with no
+        filter at all, the logits themselves and ids None. A row samples the same token either way."""
         use_top_p = any(p.top_p < 1.0 for p in params)
         use_min_p = any(p.min_p > 0.0 for p in params)
         use_typical = any(p.typical_p < 1.0 for p in params)
         vocab = logits.shape[-1]
         ks = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
         if not (use_top_p or use_min_p or use_typical or min(ks) < vocab):
-            return logits
+            return logits, None
         width = max(ks)
         if width < vocab:
             candidates, ids = logits.topk(width, dim=-1)
@@ -136,7 +153,7 @@ class Sampler:
         if use_typical:
             typical_p = _column([p.typical_p for p in params], logits)
             candidates = candidates.masked_fill(_typical_drop(candidates, typical_p), float("-inf"))
-        return torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates)
+        return candidates, ids
 
 
 def _typical_drop(candidates: torch.Tensor, typical_p: torch.Tensor) -> torch.Tensor:

@@ -136,3 +136,16 @@ def test_filters_chain_like_transformers_warpers():
             theirs = MinPLogitsWarper(min_p)(None, theirs)
         assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs)), (top_k, top_p, min_p)
         assert torch.equal(ours[torch.isfinite(ours)], logits[torch.isfinite(ours)])  # kept logits unchanged
+
+
+def test_seeded_top_k_row_draws_the_same_whichever_path_its_batch_takes():
+    torch.manual_seed(2)
+    logits = torch.randn(3, 64)
+    seeded = SamplingParams(temperature=1.0, top_k=8, top_p=0.95, seed=9)
+    sampler = Sampler(eos_token_ids=[])
+    one = seqs_for(seeded)
+    alone = [sampler(logits[:1], one)[0] for _ in range(40)]  # top-k candidates only
+    batch = seqs_for(seeded, SamplingParams(top_p=0.5), SamplingParams())
+    # A row without top_k makes the batch sort the whole vocabulary.
+    with_full_sort = [sampler(logits, batch)[0] for _ in range(40)]
+    assert alone == with_full_sort and len(set(alone)) > 1
