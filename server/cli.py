@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "tools":
         from tools.cli import main as tools_main
 
-        return tools_main(argv[1:])
+        return tools_main(argv[1:], prog="turnout tools")
     parser = argparse.ArgumentParser(prog="turnout", description="turnout: an inference server for language models")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)

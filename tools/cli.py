@@ -25,9 +25,9 @@ _EPILOG_BUILD = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools",
+        prog=prog,
         description="Offline tools: train the tokenizer and pretrain the bundled default model.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -127,11 +127,12 @@ def _pretrain(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; returns the process exit status."""
+def main(argv: list[str] | None = None, prog: str = "python -m tools") -> int:
+    """Run one subcommand; returns the process exit status. `prog` is how the user invoked the tools
+    (it appears in --help and in the manifest's record of the command)."""
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
-    command = shlex.join(["python", "-m", "tools", *argv])
+    args = _parser(prog).parse_args(argv)
+    command = shlex.join([*prog.split(), *argv])
     try:
         if args.command == "train-tokenizer":
             return _train_tokenizer(args)
