@@ -216,7 +216,7 @@ SCHEMAS = [
                                                     "tags": {"type": "array", "items": {"enum": ["io", "os"]},
                                                              "maxItems": 3}},
                    "required": ["name", "tags"]},
-        "count": {"type": "integer"}}, "required": ["module", "count"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 1000}}, "required": ["module", "count"]},
 ]
 
 
