@@ -148,3 +148,4 @@ class EngineCore:
     def _free(self, seq: Sequence) -> None:
         self.scheduler.remove(seq)
         self.runner.release(seq)
+        self.sampler.release(seq)

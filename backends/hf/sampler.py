@@ -19,31 +19,70 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
 
 
-class _TokenCounts:
-    """A sequence's token statistics for the penalties, kept up to date one new token at a time instead of
-    recounting the whole sequence every step."""
+class TokenCounts:
+    """Token statistics for the penalties, one row per sequence in two shared matrices: `seen` (prompt or
+    output, for the repetition penalty) and `output` counts (for presence/frequency). Each step adds only
+    the new tokens of all rows in one indexed update, instead of recounting every sequence."""
 
-    def __init__(self, seq: Sequence, vocab: int):
-        self.seen = torch.zeros(vocab, dtype=torch.bool)  # in prompt or output: repetition penalty
-        self.seen[torch.tensor(seq.prompt_token_ids, dtype=torch.long)] = True
-        self.output_counts = torch.zeros(vocab, dtype=torch.int32)  # output only: presence/frequency
-        self.num_counted = 0
+    def __init__(self, vocab: int, rows: int = 64):
+        self.seen = torch.zeros((rows, vocab), dtype=torch.bool)
+        self.output = torch.zeros((rows, vocab), dtype=torch.int32)
+        self._free = list(range(rows - 1, -1, -1))
+        self._row: dict[Sequence, int] = {}
+        self._counted: dict[Sequence, int] = {}
 
-    @classmethod
-    def of(cls, seq: Sequence, vocab: int) -> _TokenCounts:
-        if seq.token_counts is None:
-            seq.token_counts = cls(seq, vocab)
-        state = seq.token_counts
-        for token in seq.token_ids[seq.num_prompt_tokens + state.num_counted :]:
-            state.seen[token] = True
-            state.output_counts[token] += 1
-            state.num_counted += 1
-        return state
+    def rows(self, seqs: list[Sequence]) -> torch.Tensor:
+        """The rows of these sequences, brought up to date with their tokens so far."""
+        new_rows: list[int] = []
+        new_tokens: list[int] = []
+        rows = []
+        for seq in seqs:
+            row = self._row.get(seq)
+            if row is None:
+                row = self._assign(seq)
+            counted = self._counted[seq]
+            fresh = seq.token_ids[seq.num_prompt_tokens + counted :]
+            if fresh:
+                new_rows.extend([row] * len(fresh))
+                new_tokens.extend(fresh)
+                self._counted[seq] = counted + len(fresh)
+            rows.append(row)
+        if new_tokens:
+            index = (torch.tensor(new_rows), torch.tensor(new_tokens))
+            self.output.index_put_(index, torch.ones(len(new_tokens), dtype=torch.int32), accumulate=True)
+            self.seen[index] = True
+        return torch.tensor(rows)
+
+    def release(self, seq: Sequence) -> None:
+        row = self._row.pop(seq, None)
+        if row is not None:
+            self._counted.pop(seq)
+            self._free.append(row)
+
+    def _assign(self, seq: Sequence) -> int:
+        if not self._free:  # grow: twice the rows
+            size = self.seen.shape[0]
+            self.seen = torch.cat([self.seen, torch.zeros_like(self.seen)])
+            self.output = torch.cat([self.output, torch.zeros_like(self.output)])
+            self._free = list(range(2 * size - 1, size - 1, -1))
+        row = self._free.pop()
+        self.seen[row] = False
+        self.output[row] = 0
+        self.seen[row, torch.tensor(seq.prompt_token_ids, dtype=torch.long)] = True
+        self._row[seq] = row
+        self._counted[seq] = 0
+        return row
 
 
 class Sampler:
     def __init__(self, eos_token_ids: list[int]):
         self.eos_token_ids = eos_token_ids
+        self._counts: TokenCounts | None = None  # made on first use of a penalty
+
+    def release(self, seq: Sequence) -> None:
+        """Forget a finished sequence's penalty statistics."""
+        if self._counts is not None:
+            self._counts.release(seq)
 
     @torch.inference_mode()
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
@@ -93,14 +132,16 @@ class Sampler:
         logits = logits.clone()
         vocab = logits.shape[-1]
         if repetition or additive:
-            states = [_TokenCounts.of(seq, vocab) for seq in seqs]
+            if self._counts is None:
+                self._counts = TokenCounts(vocab)
+            rows = self._counts.rows(seqs)
         if repetition:
             penalty = _column([p.repetition_penalty for p in params], logits)
-            seen = torch.stack([state.seen for state in states])
+            seen = self._counts.seen[rows]
             penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
             logits = torch.where(seen, penalised, logits)
         if additive:
-            counts = torch.stack([state.output_counts for state in states]).to(logits.dtype)
+            counts = self._counts.output[rows].to(logits.dtype)
             logits -= _column([p.frequency_penalty for p in params], logits) * counts
             logits -= _column([p.presence_penalty for p in params], logits) * (counts > 0).to(logits.dtype)
         for row, seq in enumerate(seqs):

@@ -39,8 +39,6 @@ class Sequence:
     """The sequence's IncrementalDetokenizer; owned by the engine's output stage."""
     generator: Any = None
     """A seeded torch.Generator when the request has a seed; owned by the sampler."""
-    token_counts: Any = None
-    """Token statistics for the penalties; owned by the sampler."""
     beam_group: Any = None
     """The BeamGroup this sequence is one beam of, for beam search."""
     grammar: Any = None

@@ -149,3 +149,24 @@ def test_seeded_top_k_row_draws_the_same_whichever_path_its_batch_takes():
     # A row without top_k makes the batch sort the whole vocabulary.
     with_full_sort = [sampler(logits, batch)[0] for _ in range(40)]
     assert alone == with_full_sort and len(set(alone)) > 1
+
+
+def test_token_counts_rows_are_incremental_reset_on_reuse_and_grow():
+    from backends.hf.sampler import TokenCounts
+
+    counts = TokenCounts(vocab=10, rows=2)
+    a, b = Sequence("a", [1, 2], SamplingParams()), Sequence("b", [3], SamplingParams())
+    a.append_token(4)
+    a.append_token(4)
+    rows = counts.rows([a, b])
+    assert counts.output[rows[0]].tolist() == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0]
+    assert counts.seen[rows[0]].nonzero().flatten().tolist() == [1, 2, 4]
+    a.append_token(5)
+    rows = counts.rows([a, b])  # only the new token is added
+    assert counts.output[rows[0], 4] == 2 and counts.output[rows[0], 5] == 1
+    counts.release(a)
+    c = Sequence("c", [9], SamplingParams())
+    extra = [Sequence(str(i), [0], SamplingParams()) for i in range(3)]
+    rows = counts.rows([c, *extra])  # c reuses a's row, clean; then the matrices grow
+    assert counts.output[rows[0]].sum() == 0 and counts.seen[rows[0]].nonzero().flatten().tolist() == [9]
+    assert counts.seen.shape[0] >= 5 and len(set(rows.tolist())) == 4
