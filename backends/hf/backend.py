@@ -116,8 +116,9 @@ class HFBackend(Backend):
             for i in range(num_seqs)
         ]
         if params.json_schema is not None:
-            for seq in seqs:
-                seq.grammar = await asyncio.to_thread(self.grammars.matcher, params.json_schema)
+            constraints = await asyncio.to_thread(self.grammars.constraints, params.json_schema, len(seqs))
+            for seq, constraint in zip(seqs, constraints, strict=True):
+                seq.grammar = constraint
         # A beam group ends as n choices; otherwise every sequence ends as one (best_of ranks them after).
         stream = self.engine.generate(seqs, num_choices=params.n if params.use_beam_search else num_seqs)
         if num_seqs > params.n and not params.use_beam_search:

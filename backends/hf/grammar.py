@@ -48,8 +48,9 @@ class GrammarCompiler:
                         self._control_tokens[token_id] = True
             return self._compiler
 
-    def matcher(self, schema: dict):
-        """A fresh matcher for `schema` ({} means any JSON object); InvalidRequest for a bad schema."""
+    def constraints(self, schema: dict, count: int) -> list[JsonConstraint]:
+        """`count` fresh matchers for `schema` ({} means any JSON object), compiled once; InvalidRequest
+        for a bad schema."""
         import xgrammar
 
         compiler = self._get()
@@ -57,7 +58,7 @@ class GrammarCompiler:
             compiled = compiler.compile_json_schema(json.dumps(schema or {"type": "object"}), any_whitespace=False)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError variants for schema problems
             raise InvalidRequest(f"unsupported or invalid JSON schema: {exc}", param="response_format") from None
-        return JsonConstraint(xgrammar.GrammarMatcher(compiled), self._control_tokens)
+        return [JsonConstraint(xgrammar.GrammarMatcher(compiled), self._control_tokens) for _ in range(count)]
 
 
 class JsonConstraint:

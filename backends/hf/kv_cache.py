@@ -68,11 +68,6 @@ class SlotKVCache(Cache):
         for tensor in (*self.keys, *self.values):
             tensor[dst_index] = tensor[src_index]
 
-    def move_slot(self, src: int, dst: int) -> None:
-        """Copy a sequence's cache from slot `src` to slot `dst` (used to keep slots compact)."""
-        for tensor in (*self.keys, *self.values):
-            tensor[dst].copy_(tensor[src])
-
     # The parts of the Cache interface that model code may query.
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._kv_len

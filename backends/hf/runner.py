@@ -63,7 +63,7 @@ class ModelRunner:
             return
         last_owner = self._slot_owner.pop()
         if last_owner is not seq:
-            self.cache.move_slot(len(self._slot_owner), slot)
+            self.cache.copy_slots([slot], [len(self._slot_owner)])
             self._slot_owner[slot] = last_owner
             self._slot_of[last_owner] = slot
 

@@ -155,14 +155,6 @@ class Sampler:
         return logits
 
     @staticmethod
-    def _filter(logits: torch.Tensor, params) -> torch.Tensor:
-        """The filtered logits over the whole vocabulary (dropped tokens at -inf)."""
-        candidates, ids = Sampler._candidates(logits, params)
-        if ids is None:
-            return candidates
-        return torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates)
-
-    @staticmethod
     def _candidates(logits: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Top-k, then top-p, then min-p, then typical-p, each on what the previous left (transformers'
         order, each renormalised). Returns candidate logits sorted most likely first and their token ids:

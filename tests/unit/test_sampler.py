@@ -15,6 +15,14 @@ def seqs_for(*params: SamplingParams, prompt=(1, 2, 3)) -> list[Sequence]:
     return [Sequence(f"r{i}", list(prompt), p) for i, p in enumerate(params)]
 
 
+def filtered(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """The sampler's filtered logits over the whole vocabulary (dropped tokens at -inf)."""
+    candidates, ids = Sampler._candidates(logits, params)
+    if ids is None:
+        return candidates
+    return torch.full_like(logits, float("-inf")).scatter_(1, ids, candidates)
+
+
 logit_rows = st.lists(st.floats(-10, 10, allow_nan=False), min_size=VOCAB, max_size=VOCAB)
 
 
@@ -115,7 +123,7 @@ def test_typical_p_matches_transformers_typical_warper():
     torch.manual_seed(3)
     logits = torch.randn(6, 50) * 3
     for mass in (0.2, 0.5, 0.9):
-        ours = Sampler._filter(logits, [SamplingParams(typical_p=mass)] * 6)
+        ours = filtered(logits, [SamplingParams(typical_p=mass)] * 6)
         theirs = TypicalLogitsWarper(mass=mass)(None, logits.clone())
         assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs)), mass
 
@@ -126,7 +134,7 @@ def test_filters_chain_like_transformers_warpers():
     torch.manual_seed(4)
     logits = torch.randn(8, 300) * 2
     for top_k, top_p, min_p in [(20, 0.8, 0.0), (0, 0.7, 0.1), (50, 1.0, 0.2), (5, 0.5, 0.05)]:
-        ours = Sampler._filter(logits, [SamplingParams(top_k=top_k, top_p=top_p, min_p=min_p)] * 8)
+        ours = filtered(logits, [SamplingParams(top_k=top_k, top_p=top_p, min_p=min_p)] * 8)
         theirs = logits.clone()
         if top_k:
             theirs = TopKLogitsWarper(top_k)(None, theirs)
