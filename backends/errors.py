@@ -46,3 +46,20 @@ class EngineDead(TurnoutError):
     status_code = 500
     error_type = "internal_error"
     code = "engine_dead"
+
+
+class Unavailable(TurnoutError):
+    """Recoverable: no replica of the model can take the request right now (all unhealthy or failing)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "model_unavailable"
+
+
+class StreamInterrupted(TurnoutError):
+    """The backend failed after output had started; the tokens already sent cannot be taken back."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "stream_interrupted"
+

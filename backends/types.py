@@ -100,7 +100,11 @@ class SamplingParams:
 
 @dataclass(slots=True)
 class GenerateRequest:
-    """One request as a backend sees it: either `prompt` text or `prompt_token_ids` is set."""
+    """One request as a backend sees it: exactly one of `prompt` text, `prompt_token_ids` or `messages`.
+
+    `messages` is used only for backends without a local tokenizer (remote servers apply their own chat
+    template); local backends get chat requests already rendered to token ids.
+    """
 
     request_id: str
     model: str
@@ -108,6 +112,7 @@ class GenerateRequest:
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
     adapter: str | None = None
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass(slots=True)

@@ -54,7 +54,7 @@ def build_app(router: Router) -> Starlette:
         started = time.monotonic()
         await router.start()
         app.state.ready = True
-        logger.info("ready in %.1f s: %s", time.monotonic() - started, ", ".join(router.backends))
+        logger.info("ready in %.1f s: %s", time.monotonic() - started, ", ".join(router.pools))
         try:
             yield
         finally:

@@ -1,43 +1,113 @@
-"""Model name -> backend. One backend per model for now; replicas, policies and fallback build on this."""
+"""Model name -> pool of replicas. The router owns the pools' lifecycle, aliases, fallback chains and the
+active health checks; the pools (server/pool.py) own replica choice, retries and ejection."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from backends.base import Backend
 from backends.errors import ModelNotFound
+from backends.types import ModelInfo
+from server.config import RouterSettings, ServeConfig
+from server.pool import ModelPool
+
+logger = logging.getLogger(__name__)
 
 
 class Router:
-    def __init__(self, backends: dict[str, Backend], aliases: dict[str, str] | None = None):
+    def __init__(
+        self,
+        backends: dict[str, Backend | list[Backend]],
+        aliases: dict[str, str] | None = None,
+        settings: RouterSettings | None = None,
+        fallbacks: dict[str, list[str]] | None = None,
+    ):
+        """`backends` maps each model name to its backend, or to a list of replicas."""
         if not backends:
-            raise ValueError("the router needs at least one backend")
-        self.backends = backends
+            raise ValueError("the router needs at least one model")
+        self.settings = settings or RouterSettings()
+        self.pools: dict[str, ModelPool] = {
+            name: ModelPool(name, replicas if isinstance(replicas, list) else [replicas], self.settings)
+            for name, replicas in backends.items()
+        }
         self.aliases = aliases or {}
+        for alias, target in self.aliases.items():
+            if target not in self.pools:
+                raise ValueError(f"alias {alias!r} points at unknown model {target!r}")
+        for name, targets in (fallbacks or {}).items():
+            self.pools[name].fallbacks = [self.pools[t] for t in targets]
+        self._health_task: asyncio.Task | None = None
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> Router:
+        from backends.registry import create_backend
+
+        backends = {
+            m.name: [create_backend(m.backend, options) for options in m.replica_options()] for m in config.models
+        }
+        aliases = {alias: m.name for m in config.models for alias in m.aliases}
+        fallbacks = {m.name: m.fallback for m in config.models if m.fallback}
+        return cls(backends, aliases, config.router, fallbacks)
 
     @property
     def default_model(self) -> str:
-        return next(iter(self.backends))
+        return next(iter(self.pools))
 
-    def resolve(self, model: str | None) -> Backend:
-        """The backend for `model`; None picks the default (only for endpoints where model is optional)."""
+    def resolve(self, model: str | None) -> ModelPool:
+        """The pool for `model`; None picks the default (only for endpoints where model is optional)."""
         name = self.default_model if model is None else self.aliases.get(model, model)
-        backend = self.backends.get(name)
-        if backend is None:
+        pool = self.pools.get(name)
+        if pool is None:
             raise ModelNotFound(
-                f"The model `{model}` does not exist. Available models: {', '.join(self.backends)}",
+                f"The model `{model}` does not exist. Available models: {', '.join(self.model_names())}",
                 param="model",
             )
-        return backend
+        return pool
+
+    def model_names(self) -> list[str]:
+        return [*self.pools, *self.aliases]
+
+    def models(self) -> list[ModelInfo]:
+        """Every routed model (aliases included, as models of their own name) for /v1/models."""
+        infos = [pool.info for pool in self.pools.values()]
+        for alias, target in self.aliases.items():
+            info = self.pools[target].info
+            infos.append(ModelInfo(alias, info.max_model_len, info.owned_by, info.parent))
+        return infos
+
+    def replica_health(self) -> dict[str, dict[str, bool]]:
+        """{model: {replica name: available}} for readiness and metrics."""
+        import time
+
+        now = time.monotonic()
+        return {name: {r.name: r.available(now) for r in pool.replicas} for name, pool in self.pools.items()}
 
     async def start(self) -> None:
-        for backend in self.backends.values():
-            await backend.start()
+        for pool in self.pools.values():  # in turn: model loading is not thread-safe
+            await pool.start()
+        if self.settings.health_check_interval > 0:
+            self._health_task = asyncio.create_task(self._health_loop(), name="turnout-health-checks")
 
     async def close(self) -> None:
-        for backend in self.backends.values():
-            await backend.close()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
     async def ready(self) -> bool:
-        for backend in self.backends.values():
-            if not await backend.health():
+        """Every model has at least one replica that can take requests."""
+        for pool in self.pools.values():
+            if not await pool.health():
                 return False
         return True
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_check_interval)
+            try:
+                await asyncio.gather(*(pool.check_health() for pool in self.pools.values()))
+            except Exception:  # a bug in one check must not stop the others for good
+                logger.exception("health check round failed")

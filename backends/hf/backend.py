@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from backends.base import Backend
-from backends.errors import ContextLengthExceeded, InvalidRequest
+from backends.errors import InvalidRequest
 from backends.hf.best_of import best_of
 from backends.hf.config import HFEngineConfig
 from backends.hf.core import EngineCore
@@ -20,6 +20,7 @@ from backends.hf.loader import load_model
 from backends.hf.scheduler import SchedulerConfig
 from backends.hf.sequence import Sequence
 from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
+from backends.validation import check_sampling, check_token_ids, fit_context
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
@@ -67,45 +68,16 @@ class HFBackend(Backend):
             await asyncio.to_thread(self.engine.stop)
 
     def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+        if request.messages is not None:
+            raise InvalidRequest("the hf backend takes chat requests rendered to token ids", param="messages")
         if request.prompt_token_ids is not None:
-            ids = request.prompt_token_ids
-            vocab = self._loaded.model.config.vocab_size
-            bad = [t for t in ids if not 0 <= t < vocab]
-            if bad:
-                raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", param="prompt")
-            return list(ids)
+            return check_token_ids(request.prompt_token_ids, self._loaded.model.config.vocab_size)
         return self._loaded.tokenizer.encode(request.prompt or "")
 
     def _checked_params(self, request: GenerateRequest, prompt_ids: list[int]) -> SamplingParams:
         """The request's sampling params with max_tokens resolved, or InvalidRequest."""
-        params = request.sampling
-        try:
-            params.validate()
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        for name, used in _UNSUPPORTED:
-            if used(params):
-                raise InvalidRequest(f"{name} is not supported by the hf backend (in this combination) yet",
-                                     param=name)
-        if not prompt_ids:
-            raise InvalidRequest("prompt must contain at least one token", param="prompt")
-        max_len = self._loaded.max_model_len
-        if params.max_tokens is None:
-            if len(prompt_ids) >= max_len:
-                raise ContextLengthExceeded(
-                    f"This model's maximum context length is {max_len} tokens. However, your prompt has "
-                    f"{len(prompt_ids)} tokens, which leaves no room for a completion.",
-                    param="prompt",
-                )
-            return replace(params, max_tokens=max_len - len(prompt_ids))
-        if len(prompt_ids) + params.max_tokens > max_len:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {max_len} tokens. However, you requested "
-                f"{len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the prompt, "
-                f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
-                param="max_tokens" if len(prompt_ids) < max_len else "prompt",
-            )
-        return params
+        check_sampling(request.sampling, _UNSUPPORTED, "hf")
+        return fit_context(request.sampling, len(prompt_ids), self._loaded.max_model_len)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         prompt_ids = self._prompt_ids(request)

@@ -21,9 +21,13 @@ async def create_chat_completion(request: Request):
     body = await parse_body(request, ChatCompletionRequest)
     backend = request.app.state.router.resolve(body.model)
     params = chat_sampling_params(body)
-    prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
     rid = request_id(request, "chatcmpl")
-    generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids)
+    if backend.tokenizer is None:  # a remote backend: its server applies the chat template
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        generate_request = GenerateRequest(rid, body.model, params, messages=messages)
+    else:
+        prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
+        generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids)
     merged = merge([backend.generate(generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 

@@ -10,14 +10,13 @@ async def list_models(request: Request):
     router = request.app.state.router
     created = request.app.state.started_at
     data = []
-    for name, backend in router.backends.items():
-        info = backend.info
+    for info in router.models():
         data.append({
-            "id": name,
+            "id": info.name,
             "object": "model",
             "created": created,
             "owned_by": info.owned_by,
-            "root": info.name,
+            "root": info.parent or info.name,
             "parent": info.parent,
             "max_model_len": info.max_model_len,
         })

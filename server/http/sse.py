@@ -28,9 +28,23 @@ class ChunkEncoder:
         return (self._head + _dumps(choice) + self._tail).encode()
 
 
+async def _ending_in_error_event(events):
+    """A stream that fails after its 200 header went out ends with an OpenAI-shaped error event and
+    `[DONE]`, so clients see the failure instead of a silently truncated answer."""
+    from server.errors import error_body, to_turnout_error
+
+    try:
+        async for chunk in events:
+            yield chunk
+    except Exception as exc:
+        error = to_turnout_error(exc)
+        yield event(error_body(error.message, error.error_type, error.param, error.code))
+        yield DONE
+
+
 def response(events) -> StreamingResponse:
     return StreamingResponse(
-        events,
+        _ending_in_error_event(events),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,53 @@
+"""Request checks every local backend applies the same way, so a bad request gets the same 400 whichever
+engine serves the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from backends.errors import ContextLengthExceeded, InvalidRequest
+from backends.types import SamplingParams
+
+Unsupported = Iterable[tuple[str, Callable[[SamplingParams], bool]]]
+
+
+def check_sampling(params: SamplingParams, unsupported: Unsupported, backend: str) -> None:
+    """Range checks, then the features this backend cannot honour (each a 400 naming the parameter)."""
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    for name, used in unsupported:
+        if used(params):
+            raise InvalidRequest(f"{name} is not supported by the {backend} backend (in this combination)",
+                                 param=name)
+
+
+def fit_context(params: SamplingParams, prompt_len: int, max_len: int) -> SamplingParams:
+    """`params` with max_tokens resolved against the context, or ContextLengthExceeded (OpenAI's wording)."""
+    if prompt_len == 0:
+        raise InvalidRequest("prompt must contain at least one token", param="prompt")
+    if params.max_tokens is None:
+        if prompt_len >= max_len:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {max_len} tokens. However, your prompt has "
+                f"{prompt_len} tokens, which leaves no room for a completion.",
+                param="prompt",
+            )
+        return replace(params, max_tokens=max_len - prompt_len)
+    if prompt_len + params.max_tokens > max_len:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {max_len} tokens. However, you requested "
+            f"{prompt_len + params.max_tokens} tokens ({prompt_len} in the prompt, "
+            f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
+            param="max_tokens" if prompt_len < max_len else "prompt",
+        )
+    return params
+
+
+def check_token_ids(ids: list[int], vocab_size: int) -> list[int]:
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {vocab_size})", param="prompt")
+    return list(ids)

@@ -1,0 +1,178 @@
+"""The routing config file: which models are served, by which backend, with how many replicas.
+
+Example (YAML)::
+
+    router:
+      policy: least_outstanding      # or round_robin
+      health_check_interval: 5       # seconds between active health checks of every replica
+      max_consecutive_failures: 3    # passive ejection after this many failed requests in a row
+      ejection_seconds: 30           # how long an ejected replica sits out
+    models:
+      - name: turnout-tiny
+        backend: hf
+        options: {model: server/default_model, max_num_seqs: 32}
+        replicas: 2                  # or a list of option overrides, one per replica
+        aliases: [tiny]
+        fallback: [remote-tiny]      # tried when every replica fails before the first token
+      - name: remote-tiny
+        backend: openai
+        options: {url: http://127.0.0.1:8001/v1, model: turnout-tiny}
+
+Every field is checked when the file is read; a bad value is quoted in the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POLICIES = ("least_outstanding", "round_robin")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RouterSettings:
+    policy: str = "least_outstanding"
+    """How a replica is picked: fewest requests in flight, or strictly in turn."""
+    health_check_interval: float = 5.0
+    """Seconds between active health checks; 0 disables them."""
+    health_check_timeout: float = 2.0
+    """A health check slower than this counts as failed."""
+    max_consecutive_failures: int = 3
+    """A replica whose requests fail this many times in a row is ejected (passive health checking)."""
+    ejection_seconds: float = 30.0
+    """How long an ejected replica gets no traffic before it is tried again."""
+
+    def validate(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"router.policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        for name in ("health_check_interval", "health_check_timeout", "ejection_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"router.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_consecutive_failures < 1:
+            raise ConfigError(
+                f"router.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures!r}"
+            )
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    """The name clients send as `model`."""
+    backend: str
+    """Backend kind: a key of backends.registry.BACKENDS (hf, vllm, openai, tgi, trtllm)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Passed to the backend's factory; see each backend's config for the fields."""
+    replicas: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    """One dict of option overrides per replica (an integer N in the file means N identical replicas)."""
+    aliases: list[str] = field(default_factory=list)
+    fallback: list[str] = field(default_factory=list)
+    """Models tried in order when every replica of this one fails before producing a token."""
+
+    def replica_options(self) -> list[dict[str, Any]]:
+        return [{**self.options, **override} for override in self.replicas]
+
+
+@dataclass
+class ServeConfig:
+    models: list[ModelConfig]
+    router: RouterSettings = field(default_factory=RouterSettings)
+
+    def validate(self) -> None:
+        from backends.registry import BACKENDS
+
+        self.router.validate()
+        if not self.models:
+            raise ConfigError("the config lists no models")
+        names: set[str] = set()
+        for model in self.models:
+            for name in [model.name, *model.aliases]:
+                if name in names:
+                    raise ConfigError(f"model name {name!r} is used twice")
+                names.add(name)
+            if model.backend not in BACKENDS:
+                raise ConfigError(
+                    f"model {model.name!r}: unknown backend {model.backend!r}; known: {', '.join(sorted(BACKENDS))}"
+                )
+            if not model.replicas:
+                raise ConfigError(f"model {model.name!r}: replicas must be at least 1")
+        for model in self.models:
+            for target in model.fallback:
+                if target not in names:
+                    raise ConfigError(f"model {model.name!r}: fallback {target!r} is not a configured model")
+                if target == model.name:
+                    raise ConfigError(f"model {model.name!r} cannot fall back to itself")
+
+
+def _model(raw: Any, index: int) -> ModelConfig:
+    where = f"models[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    known = {"name", "backend", "options", "replicas", "aliases", "fallback"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    for required in ("name", "backend"):
+        if not isinstance(raw.get(required), str) or not raw[required]:
+            raise ConfigError(f"{where}.{required} must be a non-empty string, got {raw.get(required)!r}")
+    replicas = raw.get("replicas", 1)
+    if isinstance(replicas, int) and not isinstance(replicas, bool):
+        if replicas < 1:
+            raise ConfigError(f"{where}.replicas must be >= 1, got {replicas!r}")
+        replicas = [{} for _ in range(replicas)]
+    elif not (isinstance(replicas, list) and all(isinstance(r, dict) for r in replicas)):
+        raise ConfigError(f"{where}.replicas must be an integer or a list of option mappings, got {replicas!r}")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}.options must be a mapping, got {options!r}")
+    lists = {}
+    for key in ("aliases", "fallback"):
+        value = raw.get(key) or []
+        if isinstance(value, str):
+            value = [value]
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where}.{key} must be a list of model names, got {value!r}")
+        lists[key] = value
+    return ModelConfig(raw["name"], raw["backend"], dict(options), replicas, lists["aliases"], lists["fallback"])
+
+
+def parse_config(raw: Any) -> ServeConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping with a `models` list, got {raw!r}")
+    unknown = set(raw) - {"models", "router"}
+    if unknown:
+        raise ConfigError(f"unknown top-level field(s) {', '.join(sorted(unknown))}; known: models, router")
+    models_raw = raw.get("models")
+    if not isinstance(models_raw, list):
+        raise ConfigError(f"`models` must be a list, got {models_raw!r}")
+    router_raw = raw.get("router") or {}
+    if not isinstance(router_raw, dict):
+        raise ConfigError(f"`router` must be a mapping, got {router_raw!r}")
+    try:
+        router = RouterSettings(**router_raw)
+    except TypeError as exc:
+        raise ConfigError(f"router: {exc}") from None
+    config = ServeConfig([_model(m, i) for i, m in enumerate(models_raw)], router)
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,167 @@
+"""One model's replicas behind the backend contract: pick a replica, retry before the first token, eject the
+failing ones.
+
+A `ModelPool` is itself a `Backend`, so the front ends stay unaware of replicas: they resolve a model name
+to something with `info`, `tokenizer` and `generate`, and the pool does the rest.
+
+Failure rules (the same for every backend kind):
+- an error the *request* caused (`InvalidRequest`, `ModelNotFound`) is raised at once: another replica
+  would refuse it too;
+- any other error before the first delta counts against the replica and the request moves on to the next
+  replica, then to the fallback models, so a client sees a failure only when nothing could serve it;
+- an error after the first delta cannot be retried (tokens were already sent): it counts against the
+  replica and reaches the front end as `StreamInterrupted`, which streams turn into an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from backends.base import Backend, Tokenizer
+from backends.errors import InvalidRequest, ModelNotFound, StreamInterrupted, TurnoutError, Unavailable
+from backends.types import GenerateRequest, ModelInfo, OutputDelta
+from server.config import RouterSettings
+
+logger = logging.getLogger(__name__)
+
+# Errors that would recur on any replica: not the replica's fault, never retried.
+_REQUEST_ERRORS = (InvalidRequest, ModelNotFound)
+
+
+@dataclass(eq=False)
+class Replica:
+    name: str
+    backend: Backend
+    outstanding: int = 0
+    healthy: bool = True
+    """Result of the last active health check."""
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0
+    """Monotonic time before which passive ejection keeps traffic away."""
+
+    def available(self, now: float) -> bool:
+        return self.healthy and now >= self.ejected_until
+
+
+class ModelPool(Backend):
+    def __init__(self, name: str, replicas: list[Backend], settings: RouterSettings):
+        if not replicas:
+            raise ValueError(f"model {name!r} needs at least one replica")
+        self.name = name
+        self.replicas = [Replica(f"{name}/{i}", backend) for i, backend in enumerate(replicas)]
+        self.settings = settings
+        self.fallbacks: list[ModelPool] = []
+        self._turn = itertools.count()
+
+    # -- the backend contract -------------------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        info = self.replicas[0].backend.info
+        return ModelInfo(self.name, info.max_model_len, info.owned_by, info.parent)
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        return self.replicas[0].backend.tokenizer
+
+    async def start(self) -> None:
+        # One at a time: transformers' model loading patches torch globally and is not thread-safe.
+        for replica in self.replicas:
+            await replica.backend.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.backend.close() for r in self.replicas), return_exceptions=True)
+
+    async def health(self) -> bool:
+        await self.check_health()
+        now = time.monotonic()
+        return any(r.available(now) for r in self.replicas)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        tried: set[Replica] = set()
+        last_error: BaseException | None = None
+        for pool in self._chain():
+            while (replica := pool._pick(tried)) is not None:
+                tried.add(replica)
+                replica.outstanding += 1
+                stream = replica.backend.generate(request)
+                try:
+                    try:
+                        first = await anext(stream)
+                    except StopAsyncIteration:
+                        pool._record(replica, None)
+                        return
+                    except _REQUEST_ERRORS:
+                        raise
+                    except Exception as exc:
+                        logger.warning("replica %s failed before the first token (%s); trying another",
+                                       replica.name, exc)
+                        pool._record(replica, exc)
+                        last_error = exc
+                        continue
+                    yield first
+                    try:
+                        async for delta in stream:
+                            yield delta
+                    except _REQUEST_ERRORS:
+                        raise
+                    except Exception as exc:
+                        pool._record(replica, exc)
+                        raise StreamInterrupted(
+                            f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
+                        ) from exc
+                    pool._record(replica, None)
+                    return
+                finally:
+                    replica.outstanding -= 1
+                    await stream.aclose()
+        if last_error is None:
+            raise Unavailable(f"model {self.name!r} has no healthy replica")
+        if isinstance(last_error, TurnoutError) and last_error.status_code == 503:
+            raise last_error
+        raise Unavailable(f"model {self.name!r}: every replica failed; last error: {last_error}") from last_error
+
+    # -- replica choice and bookkeeping ---------------------------------------------------------------
+    def _chain(self) -> list[ModelPool]:
+        return [self, *self.fallbacks]
+
+    def _pick(self, exclude: set[Replica]) -> Replica | None:
+        now = time.monotonic()
+        candidates = [r for r in self.replicas if r not in exclude and r.available(now)]
+        if not candidates:
+            return None
+        turn = next(self._turn)
+        if self.settings.policy == "round_robin":
+            return candidates[turn % len(candidates)]
+        # Least outstanding; ties go round robin so idle replicas share the work.
+        fewest = min(r.outstanding for r in candidates)
+        tied = [r for r in candidates if r.outstanding == fewest]
+        return tied[turn % len(tied)]
+
+    def _record(self, replica: Replica, error: BaseException | None) -> None:
+        if error is None:
+            replica.consecutive_failures = 0
+            return
+        replica.consecutive_failures += 1
+        if replica.consecutive_failures >= self.settings.max_consecutive_failures:
+            replica.ejected_until = time.monotonic() + self.settings.ejection_seconds
+            logger.warning("replica %s ejected for %.0f s after %d consecutive failures (last: %s)",
+                           replica.name, self.settings.ejection_seconds, replica.consecutive_failures, error)
+
+    async def check_health(self) -> None:
+        """One round of active health checks over every replica."""
+
+        async def check(replica: Replica) -> None:
+            try:
+                ok = await asyncio.wait_for(replica.backend.health(), self.settings.health_check_timeout)
+            except Exception:
+                ok = False
+            if ok != replica.healthy:
+                logger.warning("replica %s is now %s", replica.name, "healthy" if ok else "unhealthy")
+            replica.healthy = ok
+
+        await asyncio.gather(*(check(r) for r in self.replicas))
