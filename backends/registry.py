@@ -14,8 +14,22 @@ def _hf(options: dict) -> Backend:
     return HFBackend(HFEngineConfig(**options))
 
 
+def _vllm(options: dict) -> Backend:
+    from backends.vllm import VLLMBackend, VLLMConfig
+
+    return VLLMBackend(VLLMConfig(**options))
+
+
+def _openai(options: dict) -> Backend:
+    from backends.openai import OpenAIUpstreamBackend, OpenAIUpstreamConfig
+
+    return OpenAIUpstreamBackend(OpenAIUpstreamConfig(**options))
+
+
 BACKENDS: dict[str, Callable[[dict], Backend]] = {
     "hf": _hf,
+    "vllm": _vllm,
+    "openai": _openai,
 }
 
 
@@ -24,4 +38,7 @@ def create_backend(kind: str, options: dict) -> Backend:
         factory = BACKENDS[kind]
     except KeyError:
         raise ValueError(f"unknown backend {kind!r}; known: {', '.join(sorted(BACKENDS))}") from None
-    return factory(options)
+    try:
+        return factory(options)
+    except TypeError as exc:  # an unknown option name: say which backend and what it takes
+        raise ValueError(f"backend {kind!r}: {exc}") from None

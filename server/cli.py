@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib import resources
 
@@ -43,35 +44,73 @@ def _serve_parser(sub) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai", "tgi", "trtllm"],
+                   help="engine for --model: hf (our continuous-batching engine), vllm or trtllm (in process), "
+                        "openai or tgi (a remote server; give its url with --backend-option url=...)")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra backend option, repeatable (e.g. url=http://127.0.0.1:8001/v1, "
+                        "kv_cache_space_gib=2); see the backend's config class for the names")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML routing config (several models, replicas, aliases, fallback; see server/config.py); "
+                        "replaces --model/--backend and the engine flags")
+
+
+_REMOTE = ("openai", "tgi")
+
+
+def _backend_options(pairs: list[str]) -> dict:
+    """`--backend-option KEY=VALUE` pairs; values are read as YAML scalars (8 -> int, true -> bool)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--backend-option takes KEY=VALUE, got {pair!r}")
+        options[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return options
+
+
+def single_model_config(args: argparse.Namespace):
+    """The config file equivalent of `turnout serve --model X --backend K ...` (one model, one replica)."""
+    from server.config import ModelConfig, ServeConfig
+
+    kind = args.backend
+    if kind in _REMOTE:
+        if not args.model:
+            raise ValueError(f"--backend {kind} needs --model (the upstream's model name)")
+        options = {"model": args.model, "served_model_name": args.served_model_name}
+        name = args.served_model_name or args.model
+    else:
+        model_dir = args.model or default_model_dir()
+        name = args.served_model_name or (DEFAULT_MODEL_NAME if not args.model else
+                                          os.path.basename(os.path.normpath(model_dir)))
+        options = {"model": model_dir, "served_model_name": name, "dtype": args.dtype,
+                   "max_model_len": args.max_model_len, "max_num_seqs": args.max_num_seqs,
+                   "max_num_batched_tokens": args.max_num_batched_tokens}
+        if kind == "hf":
+            options.update(attn_implementation=args.attn_implementation, num_threads=args.num_threads,
+                           device=args.device)
+    options.update(_backend_options(args.backend_option))
+    config = ServeConfig([ModelConfig(name, kind, options)])
+    config.validate()
+    return config
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from backends.hf.backend import HFBackend
-    from backends.hf.config import HFEngineConfig
     from server.app import build_app
+    from server.config import ConfigError, load_config
     from server.router import Router
 
-    model_dir = args.model or default_model_dir()
-    name = args.served_model_name or (None if args.model else DEFAULT_MODEL_NAME)
     try:
-        config = HFEngineConfig(
-            model=model_dir,
-            served_model_name=name,
-            dtype=args.dtype,
-            max_model_len=args.max_model_len,
-            max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens,
-            attn_implementation=args.attn_implementation,
-            num_threads=args.num_threads,
-            device=args.device,
-        )
-    except ValueError as exc:
+        config = load_config(args.config) if args.config else single_model_config(args)
+        router = Router.from_config(config)
+    except (ValueError, ConfigError) as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)
         return 2
-    backend = HFBackend(config)
-    app = build_app(Router({backend.info.name: backend}))
+    app = build_app(router)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0
 

@@ -33,7 +33,7 @@ async def create_chat_completion(request: Request):
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.response(_events(await primed(merged), base, include_usage))
+        return sse.response(_events(await primed(merged), base, include_usage, body.return_token_ids))
 
     choices, usage = await until_disconnected(request, collect(merged, params.n))
     base["choices"] = [
@@ -42,6 +42,7 @@ async def create_chat_completion(request: Request):
             "message": {"role": "assistant", "content": c.text},
             "logprobs": None if c.logprobs is None else chat_logprobs(c.logprobs),
             "finish_reason": c.finish_reason,
+            **({"token_ids": c.token_ids} if body.return_token_ids else {}),
         }
         for c in choices
     ]
@@ -49,7 +50,7 @@ async def create_chat_completion(request: Request):
     return JSONResponse(base, headers={"x-request-id": rid})
 
 
-async def _events(merged, base: dict, include_usage: bool):
+async def _events(merged, base: dict, include_usage: bool, token_ids: bool):
     base = {**base, "object": "chat.completion.chunk"}
     encoder = sse.ChunkEncoder(base, {"usage": None} if include_usage else None)
     usage = Usage()
@@ -67,6 +68,8 @@ async def _events(merged, base: dict, include_usage: bool):
             "logprobs": None if delta.logprobs is None else chat_logprobs(delta.logprobs),
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
+        if token_ids:
+            choice["token_ids"] = delta.token_ids
         yield encoder.chunk(choice)
     if include_usage:
         yield sse.event({**base, "choices": [], "usage": usage.to_dict()})

@@ -39,7 +39,9 @@ async def create_completion(request: Request):
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.response(_events(await primed(merged), base, params.n, echoes, include_usage))
+        return sse.response(
+            _events(await primed(merged), base, params.n, echoes, include_usage, body.return_token_ids)
+        )
 
     choices, usage = await until_disconnected(request, collect(merged, params.n))
     base["choices"] = []
@@ -51,14 +53,15 @@ async def create_completion(request: Request):
                 logprobs = completion_logprobs(c.prompt_logprobs + c.logprobs, 0)[0]
             else:
                 logprobs = completion_logprobs(c.logprobs, len(echo))[0]
-        base["choices"].append(
-            {"index": c.index, "text": echo + c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
-        )
+        choice = {"index": c.index, "text": echo + c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+        if body.return_token_ids:
+            choice["token_ids"] = c.token_ids
+        base["choices"].append(choice)
     base["usage"] = usage.to_dict()
     return JSONResponse(base, headers={"x-request-id": rid})
 
 
-async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: bool):
+async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: bool, token_ids: bool):
     usage = Usage()
     encoder = sse.ChunkEncoder(base, {"usage": None} if include_usage else None)
     offsets: dict[int, int] = {}  # choice index -> text offset of its next token
@@ -81,6 +84,8 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
             "logprobs": logprobs,
             "finish_reason": delta.finish_reason.value if delta.finish_reason else None,
         }
+        if token_ids:
+            choice["token_ids"] = delta.token_ids
         yield encoder.chunk(choice)
     if include_usage:
         yield sse.event({**base, "choices": [], "usage": usage.to_dict()})

@@ -49,6 +49,8 @@ class SamplingFields(BaseModel):
     beam_width: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
     length_penalty: float = 1.0
     early_stopping: bool = False
+    return_token_ids: bool = False
+    """vLLM's extension: each choice (and each streamed chunk) also carries its generated `token_ids`."""
 
     @model_validator(mode="after")
     def _check_common(self):
