@@ -14,8 +14,15 @@ def _hf(options: dict) -> Backend:
     return HFBackend(HFEngineConfig(**options))
 
 
+def _trtllm(options: dict) -> Backend:
+    from backends.trtllm import TRTLLMBackend, TRTLLMConfig
+
+    return TRTLLMBackend(TRTLLMConfig(**options))
+
+
 BACKENDS: dict[str, Callable[[dict], Backend]] = {
     "hf": _hf,
+    "trtllm": _trtllm,
 }
 
 
