@@ -17,7 +17,6 @@ reference (nvidia.github.io/TensorRT-LLM/1.3.0rc7/llm-api/reference.html):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib.util
 import logging
@@ -73,7 +72,9 @@ class TRTLLMBackend(Backend):
     async def start(self) -> None:
         if not tensorrt_llm_available():
             raise TensorRTLLMNotInstalled(INSTALL_HINT)
-        self._llm = await asyncio.to_thread(self._build_llm)
+        # TensorRT-LLM sets up MPI and its executor worker in the constructor; trtllm-serve builds the
+        # LLM on the main thread before serving, so we do too, blocking this loop while the model loads.
+        self._llm = self._build_llm()
         wrapper = self._llm.tokenizer
         self._hf_tokenizer = getattr(wrapper, "tokenizer", wrapper)
         self._token_texts = TokenTexts(self._hf_tokenizer)
@@ -85,9 +86,13 @@ class TRTLLMBackend(Backend):
             raise ValueError(f"cannot tell the context length of {self.config.model!r}; set max_model_len")
 
     def _build_llm(self):
-        import tensorrt_llm
-        from tensorrt_llm.llmapi import KvCacheConfig
-        from tensorrt_llm.sampling_params import GuidedDecodingParams
+        try:
+            import tensorrt_llm
+            from tensorrt_llm.llmapi import KvCacheConfig
+            from tensorrt_llm.sampling_params import GuidedDecodingParams
+        except Exception as exc:  # installed but broken here: no CUDA driver, mismatched torch, ...
+            raise TensorRTLLMNotInstalled(f"tensorrt_llm is installed but does not import ({exc}); "
+                                          + INSTALL_HINT) from exc
 
         self._sampling_params_class = tensorrt_llm.SamplingParams
         self._guided_decoding_class = GuidedDecodingParams
@@ -110,7 +115,7 @@ class TRTLLMBackend(Backend):
     async def close(self) -> None:
         self._closed = True
         if self._llm is not None:
-            await asyncio.to_thread(self._llm.shutdown)
+            self._llm.shutdown()  # on the loop's thread, like the constructor (MPI)
 
     def _prompt_ids(self, request: GenerateRequest) -> list[int]:
         if request.prompt_token_ids is not None:
