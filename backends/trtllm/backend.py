@@ -6,7 +6,8 @@ reference (nvidia.github.io/TensorRT-LLM/1.3.0rc7/llm-api/reference.html):
   default since 1.0); `tensorrt_llm._tensorrt_engine.LLM`: the TensorRT runtime over a built engine
   (tensorrt_llm/_tensorrt_engine/__init__.py, commit 1620d4fd). Before 1.0 `tensorrt_llm.LLM` was the
   TensorRT runtime itself, so that is the fallback when `_tensorrt_engine` does not exist.
-- `LLM.generate_async(inputs, sampling_params, streaming=True)` -> `RequestOutput`, an async iterator
+- `LLM.generate_async(inputs, sampling_params, streaming=True)`, inputs a list of token ids
+  (tensorrt_llm/inputs/data.py `prompt_inputs`) -> `RequestOutput`, an async iterator
   of itself whose `.outputs` are `CompletionOutput`s; it raises ValueError for requests the engine
   refuses (tensorrt_llm/llmapi/llm.py `_check_arguments`, commit 4c05a748), RuntimeError once shut down.
 - `RequestOutput.abort()` / `.finished` (tensorrt_llm/executor/result.py `GenerationResult`, commit
@@ -161,6 +162,10 @@ class TRTLLMBackend(Backend):
             cause = "presence_penalty" if unknown == ["prompt_ignore_length"] else unknown[0]
             raise InvalidRequest(f"{cause} needs a newer tensorrt_llm (its SamplingParams has no "
                                  f"{', '.join(unknown)})", param=cause)
+        if "embedding_bias" in kwargs:  # TensorRT-LLM 0.x takes only a tensor (1.x also converts lists)
+            import torch
+
+            kwargs["embedding_bias"] = torch.tensor(kwargs["embedding_bias"], dtype=torch.float32)
         if "guided_decoding" in kwargs:
             kwargs["guided_decoding"] = self._guided_decoding_class(**kwargs["guided_decoding"])
         try:

@@ -141,3 +141,11 @@ async def test_requests_are_checked_before_the_engine_sees_them(bundled_model_di
         await collect(backend, presence_penalty=0.5)
     assert err.value.param == "presence_penalty"
     assert backend._llm.calls == []
+
+
+def test_logit_bias_reaches_trtllm_as_a_float32_tensor_over_the_model_vocabulary(bundled_model_dir, tokenizer):
+    backend = started(bundled_model_dir, tokenizer, [])
+    request = GenerateRequest("r", "m", SamplingParams(logit_bias={3: 2.5}), prompt="Hi")
+    bias = backend._sampling_params(request, [1, 2]).embedding_bias
+    assert str(bias.dtype) == "torch.float32" and bias.shape == (4096,)
+    assert bias[3].item() == 2.5 and bias.sum().item() == 2.5
