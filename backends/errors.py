@@ -46,3 +46,10 @@ class EngineDead(TurnoutError):
     status_code = 500
     error_type = "internal_error"
     code = "engine_dead"
+
+
+class UpstreamError(TurnoutError):
+    """A remote backend could not be reached, timed out or failed; another replica may still serve."""
+
+    status_code = 502
+    error_type = "upstream_error"

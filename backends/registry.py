@@ -14,8 +14,15 @@ def _hf(options: dict) -> Backend:
     return HFBackend(HFEngineConfig(**options))
 
 
+def _tgi(options: dict) -> Backend:
+    from backends.tgi import TGIBackend, TGIBackendConfig
+
+    return TGIBackend(TGIBackendConfig(**options))
+
+
 BACKENDS: dict[str, Callable[[dict], Backend]] = {
     "hf": _hf,
+    "tgi": _tgi,
 }
 
 
