@@ -1,5 +1,6 @@
 """TGI's native API, driven by huggingface_hub's InferenceClient / AsyncInferenceClient as TGI users do."""
 
+import functools
 import json
 
 import httpx
@@ -10,6 +11,7 @@ from huggingface_hub.errors import ValidationError
 from tests.integration.conftest import BUNDLED
 
 PROMPT = "The for statement is used"
+EOS_PROMPT = "Classes"
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +28,15 @@ def visible_text(tokens) -> str:
     return "".join(t.text for t in tokens if not t.special)
 
 
-@pytest.fixture(scope="module")
-def eos_case(tgi):
-    """A seed whose sampled answer ends with the model's end-of-sequence token (the tiny model rarely
-    ends by itself; the search is bounded and deterministic)."""
+@functools.cache
+def eos_seed(url: str) -> int:
+    """A seed whose sampled answer to EOS_PROMPT ends with the model's end-of-sequence token (the tiny
+    model rarely ends by itself; the search is bounded, deterministic, and done once per run)."""
+    client = InferenceClient(model=url, timeout=120)
     for seed in range(60):
-        out = tgi.text_generation("Classes", max_new_tokens=60, do_sample=True, seed=seed, details=True)
+        out = client.text_generation(EOS_PROMPT, max_new_tokens=60, do_sample=True, seed=seed, details=True)
         if out.details.finish_reason == "eos_token":
-            return seed, out
+            return seed
     pytest.fail("no seed in range(60) ends with EOS; the bundled model changed")
 
 
@@ -67,13 +70,14 @@ def test_stream_equals_non_stream_and_ends_with_details(server, tgi):
     assert "".join(texts) == full.generated_text
 
 
-def test_eos_token_finish_and_seed_reproduces(tgi, eos_case):
-    seed, out = eos_case
+def test_eos_token_finish_and_seed_reproduces(server, tgi):
+    seed = eos_seed(server.url)
+    out = tgi.text_generation(EOS_PROMPT, max_new_tokens=60, do_sample=True, seed=seed, details=True)
     d = out.details
-    assert d.seed == seed and d.generated_tokens == len(d.tokens) < 60
+    assert d.finish_reason == "eos_token" and d.seed == seed and d.generated_tokens == len(d.tokens) < 60
     assert d.tokens[-1].special and not any(t.special for t in d.tokens[:-1])
     assert out.generated_text == visible_text(d.tokens)
-    again = list(tgi.text_generation("Classes", max_new_tokens=60, do_sample=True, seed=seed, details=True,
+    again = list(tgi.text_generation(EOS_PROMPT, max_new_tokens=60, do_sample=True, seed=seed, details=True,
                                      stream=True))
     assert again[-1].details.finish_reason == "eos_token" and again[-1].details.seed == seed
     assert again[-1].generated_text == out.generated_text
@@ -105,7 +109,8 @@ def test_top_n_tokens_decoder_input_details_and_truncate(server, tgi):
     assert all(p.logprob <= 0 for p in out.details.prefill[1:])
     assert len(out.details.top_tokens) == 3 and all(len(top) == 3 for top in out.details.top_tokens)
     # huggingface_hub leaves lists of lists as dicts
-    assert all(top[0]["logprob"] >= tok.logprob for top, tok in zip(out.details.top_tokens, out.details.tokens))
+    pairs = zip(out.details.top_tokens, out.details.tokens, strict=True)
+    assert all(top[0]["logprob"] >= tok.logprob for top, tok in pairs)
     cut = tgi.text_generation(PROMPT, max_new_tokens=3, details=True, decoder_input_details=True, truncate=2)
     assert [p.id for p in cut.details.prefill] == [p.id for p in out.details.prefill][-2:]
 
