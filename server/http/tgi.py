@@ -12,7 +12,7 @@ import functools
 import json
 from importlib import metadata
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -41,7 +41,7 @@ def tgi_errors(handler):
     return wrapped
 
 
-async def _parse(request: Request, model: type[schema.GenerateRequest]):
+async def _parse(request: Request, model: type[BaseModel]):
     try:
         data = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -95,8 +95,8 @@ def _truncated(backend, inputs: str, truncate: int | None) -> list[int] | None:
     return ids[-truncate:] if len(ids) > truncate else None
 
 
-async def _answer(request: Request, body: schema.GenerateRequest) -> JSONResponse:
-    """One finished generation as TGI's `GenerateResponse` (best of `best_of` candidates)."""
+async def _answer(request: Request, body: schema.GenerateRequest) -> tuple[dict, dict]:
+    """One finished generation as TGI's `GenerateResponse` (best of `best_of` candidates), and its headers."""
     backend, core, full_text = _core_request(request, body, stream=False)
     p, params = body.parameters, core.sampling
     encoder = TokenEncoder(backend.tokenizer)
@@ -115,14 +115,15 @@ async def _answer(request: Request, body: schema.GenerateRequest) -> JSONRespons
     ranked = sorted(seqs.values(), key=lambda s: s.cumulative_logprob, reverse=True)
     best = ranked[0]
     answer = {"generated_text": full_text + best.text}
+    with_top = bool(p.top_n_tokens)
     if p.details or p.decoder_input_details:
-        answer["details"] = best.details(p.top_n_tokens is not None)
+        answer["details"] = best.details(with_top)
         if len(ranked) > 1:
             answer["details"]["best_of_sequences"] = [
-                {"generated_text": full_text + s.text, **s.details(p.top_n_tokens is not None)} for s in ranked[1:]
+                {"generated_text": full_text + s.text, **s.details(with_top)} for s in ranked[1:]
             ]
     headers = {"x-prompt-tokens": str(prompt_tokens),
-               "x-generated-tokens": str(sum(s.generated_tokens for s in ranked)),
+               "x-generated-tokens": str(best.generated_tokens),
                "x-request-id": core.request_id}
     return answer, headers
 
@@ -144,8 +145,6 @@ async def compat_generate(request: Request):
     body = await _parse(request, schema.CompatGenerateRequest)
     if body.stream:
         return await _stream(request, body)
-    if body.parameters.return_full_text is None:
-        body.parameters.return_full_text = False  # TGI: true only for models tagged text-generation on the Hub
     answer, headers = await _answer(request, body)
     return JSONResponse([answer], headers=headers)
 
