@@ -4,11 +4,13 @@ import functools
 import json
 
 import httpx
+import jsonschema
 import pytest
 from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import ValidationError
 
 from tests.integration.conftest import BUNDLED
+from tests.integration.test_decoding import SCHEMAS
 
 PROMPT = "The for statement is used"
 EOS_PROMPT = "Classes"
@@ -185,3 +187,13 @@ async def test_async_client_stream_and_chat_completion(server):
     assert full.usage.completion_tokens <= 12
     await client.close()
     await chat.close()
+
+
+def test_json_grammar_output_validates(tgi):
+    schema = SCHEMAS[1]
+    for grammar in ({"type": "json", "value": schema},
+                    {"type": "json_schema", "value": {"name": "x", "schema": schema}}):
+        out = tgi.text_generation("Describe a Python object as JSON.", max_new_tokens=60, details=True,
+                                  grammar=grammar)
+        assert out.details.finish_reason == "eos_token"  # the grammar completed
+        jsonschema.validate(json.loads(out.generated_text), schema)

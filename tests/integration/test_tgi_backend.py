@@ -2,8 +2,10 @@
 reached over TGI's wire format, answered through the openai client and compared with the direct answer."""
 
 import asyncio
+import json
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -11,6 +13,7 @@ from backends.errors import UpstreamError
 from backends.tgi import TGIBackend, TGIBackendConfig
 from backends.types import GenerateRequest, SamplingParams
 from tests.integration.conftest import BUNDLED
+from tests.integration.test_decoding import SCHEMAS
 from tests.integration.test_disconnect import wait_for
 from tests.integration.test_tgi_api import EOS_PROMPT, eos_seed
 from tests.server_thread import ServerThread, free_port
@@ -140,3 +143,15 @@ async def test_unreachable_server_is_a_clear_error():
         await asyncio.wait_for(anext(backend.generate(request)), 30)
     assert not await backend.health()
     await backend.close()
+
+
+async def test_json_schema_goes_upstream_as_a_tgi_grammar(server):
+    backend = TGIBackend(TGIBackendConfig(url=server.url))
+    await backend.start()
+    try:
+        params = SamplingParams(max_tokens=60, temperature=0, json_schema=SCHEMAS[1])
+        deltas = [d async for d in backend.generate(GenerateRequest("j", VIA, params, prompt="JSON please"))]
+        assert deltas[-1].finish_reason == "stop" and deltas[-1].stop_reason is None
+        jsonschema.validate(json.loads("".join(d.text for d in deltas)), SCHEMAS[1])
+    finally:
+        await backend.close()
