@@ -63,3 +63,9 @@ class StreamInterrupted(TurnoutError):
     error_type = "upstream_error"
     code = "stream_interrupted"
 
+
+class UpstreamError(TurnoutError):
+    """A remote backend could not be reached, timed out or failed; another replica may still serve."""
+
+    status_code = 502
+    error_type = "upstream_error"

@@ -29,6 +29,7 @@ from backends.errors import (
     Overloaded,
     TurnoutError,
     Unavailable,
+    UpstreamError,
 )
 from backends.types import (
     FinishReason,
@@ -51,13 +52,6 @@ UNSUPPORTED = (
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "abort": FinishReason.ABORT,
            "content_filter": FinishReason.STOP, "tool_calls": FinishReason.STOP}
-
-
-class UpstreamError(TurnoutError):
-    """The upstream server failed (5xx, bad stream, connection lost): not the client's fault."""
-
-    status_code = 502
-    error_type = "upstream_error"
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,18 @@ def _trtllm(options: dict) -> Backend:
     return TRTLLMBackend(TRTLLMConfig(**options))
 
 
+def _tgi(options: dict) -> Backend:
+    from backends.tgi import TGIBackend, TGIBackendConfig
+
+    return TGIBackend(TGIBackendConfig(**options))
+
+
 BACKENDS: dict[str, Callable[[dict], Backend]] = {
     "hf": _hf,
     "vllm": _vllm,
     "openai": _openai,
     "trtllm": _trtllm,
+    "tgi": _tgi,
 }
 
 

@@ -158,6 +158,9 @@ class OutputDelta:
     prompt_logprobs: list[TokenLogprob] | None = None
     """On a choice's first delta, when asked for: one entry per prompt token."""
     finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    """With finish_reason STOP: the stop string or stop token id that ended the choice; None when the
+    model's end-of-sequence token (or a finished grammar) ended it. vLLM's meaning."""
     usage: Usage | None = None
     cumulative_logprob: float | None = None
     """Sum of the choice's token logprobs, on its last delta, when logprobs or best_of were asked for."""

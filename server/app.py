@@ -19,6 +19,7 @@ from server.http.completions import create_completion
 from server.http.health import health, ready
 from server.http.models import list_models
 from server.http.streams import ClientDisconnected
+from server.http.tgi import compat_generate, generate, generate_stream, info
 from server.http.tokenize import detokenize, tokenize
 from server.router import Router
 
@@ -32,6 +33,10 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/", compat_generate, methods=["POST"]),  # TGI's native API
+    Route("/generate", generate, methods=["POST"]),
+    Route("/generate_stream", generate_stream, methods=["POST"]),
+    Route("/info", info, methods=["GET"]),
 ]
 
 

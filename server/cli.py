@@ -55,9 +55,6 @@ def _serve_parser(sub) -> None:
                         "replaces --model/--backend and the engine flags")
 
 
-_REMOTE = ("openai", "tgi")
-
-
 def _backend_options(pairs: list[str]) -> dict:
     """`--backend-option KEY=VALUE` pairs; values are read as YAML scalars (8 -> int, true -> bool)."""
     import yaml
@@ -76,11 +73,14 @@ def single_model_config(args: argparse.Namespace):
     from server.config import ModelConfig, ServeConfig
 
     kind = args.backend
-    if kind in _REMOTE:
+    if kind == "openai":
         if not args.model:
-            raise ValueError(f"--backend {kind} needs --model (the upstream's model name)")
+            raise ValueError("--backend openai needs --model (the upstream's model name)")
         options = {"model": args.model, "served_model_name": args.served_model_name}
         name = args.served_model_name or args.model
+    elif kind == "tgi":  # a TGI server serves one model; --model only names it here
+        name = args.served_model_name or args.model or "tgi"
+        options = {"served_model_name": name}
     else:
         model_dir = args.model or default_model_dir()
         name = args.served_model_name or (DEFAULT_MODEL_NAME if not args.model else

@@ -44,3 +44,23 @@ def to_turnout_error(exc: Exception) -> TurnoutError:
 
 async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
     return error_response(to_turnout_error(exc))
+
+
+# TGI's own API answers in TGI's shape and status codes (router/src/server.rs), which its clients parse.
+_TGI_ERRORS = {  # turnout status -> (TGI status, error_type, message prefix)
+    400: (422, "validation", "Input validation error: "),
+    404: (422, "validation", "Input validation error: "),
+    429: (429, "overloaded", ""),
+    503: (429, "overloaded", ""),
+}
+
+
+def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
+    failed = (424, "generation", "Request failed during generation: ")
+    status, error_type, prefix = _TGI_ERRORS.get(exc.status_code, failed)
+    return status, {"error": prefix + exc.message, "error_type": error_type}
+
+
+def tgi_error_response(exc: Exception) -> JSONResponse:
+    status, body = tgi_error_body(to_turnout_error(exc))
+    return JSONResponse(body, status_code=status)

@@ -23,6 +23,7 @@ async def best_of(stream: AsyncIterator[OutputDelta], n: int, num_prompt_tokens:
         merged.logprobs.extend(delta.logprobs or [])
         if delta.finish_reason is not None:
             merged.finish_reason = delta.finish_reason
+            merged.stop_reason = delta.stop_reason
             merged.cumulative_logprob = delta.cumulative_logprob
             completion_tokens += delta.usage.completion_tokens
     ranked = sorted(candidates.values(), key=lambda d: d.cumulative_logprob, reverse=True)[:n]

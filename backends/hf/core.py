@@ -129,6 +129,8 @@ class EngineCore:
         if reason is not None:
             delta.text += seq.detokenizer.flush()
             delta.finish_reason = reason
+            if reason is FinishReason.STOP and not is_eos:
+                delta.stop_reason = token if is_stop_token else seq.detokenizer.matched_stop
             delta.usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens)
             if logprob is not None:
                 delta.cumulative_logprob = seq.cumulative_logprob

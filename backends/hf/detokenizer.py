@@ -31,6 +31,8 @@ class IncrementalDetokenizer:
         self._text = ""  # all output text decoded so far
         self._emitted = 0  # how much of _text has been returned
         self.stopped = False
+        self.matched_stop: str | None = None
+        """The stop string found, once `stopped`."""
 
     @property
     def text(self) -> str:
@@ -69,9 +71,10 @@ class IncrementalDetokenizer:
         if self.stop:
             # A stop string can only start in the unreleased part, or straddle its boundary.
             search_from = max(0, self._emitted - max(len(s) for s in self.stop) + 1)
-            hits = [i for i in (self._text.find(s, search_from) for s in self.stop) if i != -1]
+            hits = [(i, -len(s), s) for s in self.stop if (i := self._text.find(s, search_from)) != -1]
             if hits:
-                self._text = self._text[: min(hits)]
+                start, _, self.matched_stop = min(hits)  # the earliest; the longest of those starting there
+                self._text = self._text[:start]
                 self.stopped = True
                 final = True
         safe_end = len(self._text) if final else max(self._emitted, len(self._text) - self._partial_stop_length())

@@ -63,6 +63,15 @@ def _openai_vllm(model_dir):
     return backend, upstream.num_running, upstream.stop
 
 
+def _tgi(model_dir):
+    from backends.tgi import TGIBackend, TGIBackendConfig
+    from tests.server_thread import ServerThread
+
+    server = ServerThread.for_model(model_dir, MODEL_NAME, max_num_seqs=16).start()
+    backend = TGIBackend(TGIBackendConfig(url=server.url, served_model_name=MODEL_NAME))
+    return backend, lambda: server.engine().num_running, server.stop
+
+
 def _trtllm(model_dir):
     from tests.contract.trtllm_backend import make_trtllm_backend
 
@@ -76,6 +85,7 @@ FACTORIES = {
     "vllm": _vllm,
     "openai-turnout": _openai_turnout,
     "openai-vllm": _openai_vllm,
+    "tgi": _tgi,
     "trtllm": _trtllm,
 }
 PARAMS = [TRTLLM_PARAM if kind == "trtllm" else kind for kind in FACTORIES]
@@ -112,7 +122,7 @@ def reference_greedy(bundled_model_dir, tokenizer):
         if (prompt, max_tokens) not in cache:
             ids = torch.tensor([tokenizer.encode(prompt)])
             with torch.no_grad():
-                out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, min_new_tokens=max_tokens,
+                out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id or 0)
             cache[(prompt, max_tokens)] = out[0, ids.shape[1]:].tolist()
         return cache[(prompt, max_tokens)]

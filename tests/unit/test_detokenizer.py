@@ -67,5 +67,6 @@ def test_text_that_cannot_start_a_stop_string_is_released_immediately(tokenizer)
 
 
 def test_earliest_of_several_stop_strings_wins(tokenizer):
-    deltas, _ = stream(tokenizer, tokenizer.encode("x = 1; y = 2. z"), stop=[".", ";"])
+    deltas, detok = stream(tokenizer, tokenizer.encode("x = 1; y = 2. z"), stop=[".", ";"])
     assert "".join(deltas) == "x = 1"
+    assert detok.matched_stop == ";"  # reported as the delta's stop_reason
