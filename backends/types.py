@@ -113,6 +113,9 @@ class GenerateRequest:
     prompt_token_ids: list[int] | None = None
     adapter: str | None = None
     messages: list[dict[str, str]] | None = None
+    buffered: bool = False
+    """The front end sends nothing until the request has finished (a non-streaming response), so the
+    router may restart it on another replica if one fails midway."""
 
 
 @dataclass(slots=True)

@@ -9,8 +9,10 @@ Failure rules (the same for every backend kind):
   would refuse it too;
 - any other error before the first delta counts against the replica and the request moves on to the next
   replica, then to the fallback models, so a client sees a failure only when nothing could serve it;
-- an error after the first delta cannot be retried (tokens were already sent): it counts against the
-  replica and reaches the front end as `StreamInterrupted`, which streams turn into an error event.
+- an error after the first delta of a streamed request cannot be retried (tokens were already sent): it
+  counts against the replica and reaches the front end as `StreamInterrupted`, which streams turn into an
+  error event. A buffered request (`GenerateRequest.buffered`: a non-streaming response) is collected
+  whole from the replica first, so a failure at any point moves it to the next replica.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ class ModelPool(Backend):
                 replica.outstanding += 1
                 stream = replica.backend.generate(request)
                 try:
+                    if request.buffered:  # nothing is sent before the end: any failure can be retried
+                        try:
+                            deltas = [delta async for delta in stream]
+                        except _REQUEST_ERRORS:
+                            raise
+                        except Exception as exc:
+                            logger.warning("replica %s failed (%s); retrying the buffered request elsewhere",
+                                           replica.name, exc)
+                            pool._record(replica, exc)
+                            last_error = exc
+                            continue
+                        pool._record(replica, None)
+                        for delta in deltas:
+                            yield delta
+                        return
                     try:
                         first = await anext(stream)
                     except StopAsyncIteration:

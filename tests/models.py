@@ -60,10 +60,12 @@ def _configs(vocab: int):
 KINDS = ("llama", "qwen2", "gpt2")
 
 
-def make_random_model(kind: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+def make_random_model(kind: str, out: Path, tokenizer_dir: Path, seed: int = 0, **config_overrides) -> Path:
     """A random-weight model of the given architecture, sharing the test tokenizer."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     model_cls, config = _configs(len(tokenizer))[kind]
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
     torch.manual_seed(seed)
     # Larger-than-default init spreads the logits, so greedy decoding has no near-ties to flip.
     config.initializer_range = 0.2

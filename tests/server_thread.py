@@ -22,9 +22,9 @@ def free_port() -> int:
 
 
 class ServerThread:
-    def __init__(self, backends: dict[str, HFBackend]):
+    def __init__(self, backends: dict[str, HFBackend], router: Router | None = None):
         self.backends = backends
-        self.router = Router(backends)
+        self.router = router or Router(backends)
         self.port = free_port()
         config = uvicorn.Config(build_app(self.router), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
@@ -34,6 +34,10 @@ class ServerThread:
     def for_model(cls, model_dir, name: str, **engine_options) -> ServerThread:
         backend = HFBackend(HFEngineConfig(model=str(model_dir), served_model_name=name, **engine_options))
         return cls({name: backend})
+
+    @classmethod
+    def for_router(cls, router: Router) -> ServerThread:
+        return cls({}, router)
 
     @property
     def url(self) -> str:

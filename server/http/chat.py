@@ -24,10 +24,11 @@ async def create_chat_completion(request: Request):
     rid = request_id(request, "chatcmpl")
     if backend.tokenizer is None:  # a remote backend: its server applies the chat template
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        generate_request = GenerateRequest(rid, body.model, params, messages=messages)
+        generate_request = GenerateRequest(rid, body.model, params, messages=messages, buffered=not body.stream)
     else:
         prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
-        generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids)
+        generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
+                                           buffered=not body.stream)
     merged = merge([backend.generate(generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 

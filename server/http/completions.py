@@ -30,6 +30,7 @@ async def create_completion(request: Request):
             sampling=params,
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_token_ids=None if isinstance(prompt, str) else prompt,
+            buffered=not body.stream,
         )
         for i, prompt in enumerate(prompts)
     ]

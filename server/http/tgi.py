@@ -76,6 +76,7 @@ def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
         prompt=None if prompt_ids is not None else body.inputs,
         prompt_token_ids=prompt_ids,
         adapter=p.adapter_id,
+        buffered=not stream,
     )
     return backend, core, body.inputs if p.return_full_text else ""
 

@@ -60,7 +60,7 @@ def _openai_vllm(model_dir):
 
     upstream = VLLMServerProcess(str(model_dir), MODEL_NAME, max_num_seqs=16).start()
     backend = OpenAIUpstreamBackend(OpenAIUpstreamConfig(url=upstream.base_url, model=MODEL_NAME))
-    return backend, upstream.num_running, upstream.stop
+    return backend, upstream.is_generating, upstream.stop
 
 
 def _tgi(model_dir):
