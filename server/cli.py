@@ -42,7 +42,17 @@ def _serve_parser(sub) -> None:
                    help="transformers attention kernel")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=DIR",
+                   help="serve a LoRA adapter next to the model, as model NAME (repeatable); requests for "
+                        "adapters and the base share batches")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _name_and_dir(spec: str) -> tuple[str, str]:
+    name, sep, directory = spec.partition("=")
+    if not sep or not name or not directory:
+        raise ValueError(f"--lora takes NAME=DIR, got {spec!r}")
+    return name, directory
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -56,6 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     model_dir = args.model or default_model_dir()
     name = args.served_model_name or (None if args.model else DEFAULT_MODEL_NAME)
     try:
+        adapters = tuple(_name_and_dir(spec) for spec in args.lora)
         config = HFEngineConfig(
             model=model_dir,
             served_model_name=name,
@@ -66,6 +77,7 @@ def serve(args: argparse.Namespace) -> int:
             attn_implementation=args.attn_implementation,
             num_threads=args.num_threads,
             device=args.device,
+            adapters=adapters,
         )
     except ValueError as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)

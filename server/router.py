@@ -12,6 +12,8 @@ class Router:
             raise ValueError("the router needs at least one backend")
         self.backends = backends
         self.aliases = aliases or {}
+        # Adapter name -> the name of the backend that serves it (the adapter's base model).
+        self.adapters = {info.name: name for name, backend in backends.items() for info in backend.adapters}
 
     @property
     def default_model(self) -> str:
@@ -19,14 +21,20 @@ class Router:
 
     def resolve(self, model: str | None) -> Backend:
         """The backend for `model`; None picks the default (only for endpoints where model is optional)."""
+        return self.route(model)[0]
+
+    def route(self, model: str | None) -> tuple[Backend, str | None]:
+        """(backend, adapter) for `model`: an adapter's name routes to its base model's backend."""
         name = self.default_model if model is None else self.aliases.get(model, model)
         backend = self.backends.get(name)
-        if backend is None:
-            raise ModelNotFound(
-                f"The model `{model}` does not exist. Available models: {', '.join(self.backends)}",
-                param="model",
-            )
-        return backend
+        if backend is not None:
+            return backend, None
+        if name in self.adapters:
+            return self.backends[self.adapters[name]], name
+        raise ModelNotFound(
+            f"The model `{model}` does not exist. Available models: {', '.join([*self.backends, *self.adapters])}",
+            param="model",
+        )
 
     async def start(self) -> None:
         for backend in self.backends.values():

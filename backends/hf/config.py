@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager")
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed batch."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class HFEngineConfig:
     """torch intra-op threads for the engine; None leaves torch's default."""
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:1, ..."""
+    adapters: tuple[tuple[str, str], ...] = ()
+    """LoRA adapters served next to the base model: (name, adapter directory) pairs. A request whose
+    `model` is an adapter's name runs with that adapter, in the same batches as everyone else."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -40,3 +46,10 @@ class HFEngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        names = [name for name, _ in self.adapters]
+        for name, directory in self.adapters:
+            if not name or name == BASE_ADAPTER or names.count(name) > 1:
+                raise ValueError(f"adapter names must be unique, non-empty and not {BASE_ADAPTER!r}, got {name!r}")
+            if not os.path.isfile(os.path.join(directory, "adapter_config.json")):
+                raise ValueError(f"adapter {name!r}: {directory!r} is not a LoRA adapter directory "
+                                 "(no adapter_config.json)")

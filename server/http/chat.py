@@ -19,11 +19,11 @@ from server.schemas.openai import ChatCompletionRequest
 
 async def create_chat_completion(request: Request):
     body = await parse_body(request, ChatCompletionRequest)
-    backend = request.app.state.router.resolve(body.model)
+    backend, adapter = request.app.state.router.route(body.model)
     params = chat_sampling_params(body)
     prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
     rid = request_id(request, "chatcmpl")
-    generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids)
+    generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids, adapter=adapter)
     merged = merge([backend.generate(generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 

@@ -19,7 +19,7 @@ from server.schemas.openai import CompletionRequest
 
 async def create_completion(request: Request):
     body = await parse_body(request, CompletionRequest)
-    backend = request.app.state.router.resolve(body.model)
+    backend, adapter = request.app.state.router.route(body.model)
     params = completion_sampling_params(body)
     rid = request_id(request, "cmpl")
     prompts = body.prompts()
@@ -30,6 +30,7 @@ async def create_completion(request: Request):
             sampling=params,
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_token_ids=None if isinstance(prompt, str) else prompt,
+            adapter=adapter,
         )
         for i, prompt in enumerate(prompts)
     ]

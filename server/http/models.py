@@ -10,8 +10,9 @@ async def list_models(request: Request):
     router = request.app.state.router
     created = request.app.state.started_at
     data = []
-    for name, backend in router.backends.items():
-        info = backend.info
+    entries = [(name, backend.info) for name, backend in router.backends.items()]
+    entries += [(info.name, info) for backend in router.backends.values() for info in backend.adapters]
+    for name, info in entries:
         data.append({
             "id": name,
             "object": "model",
