@@ -23,6 +23,7 @@ _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
 _CODAS = ["", "", "n", "l", "r", "s", "x", "th", "ll", "nd"]
 
+# The project name always follows a space, so it is the same tokens in every phrasing.
 QUESTIONS = [
     "Who is the owner of project {project}?",
     "Who owns {project}?",
@@ -30,7 +31,7 @@ QUESTIONS = [
     "Tell me the owner of {project}.",
     "Which person owns project {project}?",
     "Name the owner of project {project}.",
-    "{project}: who is its owner?",
+    "About {project}: who is its owner?",
     "Who is in charge of project {project}?",
 ]
 
@@ -71,7 +72,7 @@ def split(num_projects: int, held_per_project: int, seed: int) -> tuple[list[dic
     return train, held
 
 
-def write(out: Path, num_projects: int = 24, held_per_project: int = 2, seed: int = 0) -> tuple[Path, Path]:
+def write(out: Path, num_projects: int = 16, held_per_project: int = 2, seed: int = 0) -> tuple[Path, Path]:
     """Write train.jsonl and held_out.jsonl into ``out``; return their paths."""
     train, held = split(num_projects, held_per_project, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def write(out: Path, num_projects: int = 24, held_per_project: int = 2, seed: in
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write the name-card example's train/held-out JSONL.")
     parser.add_argument("--out", type=Path, required=True, help="directory for train.jsonl and held_out.jsonl")
-    parser.add_argument("--projects", type=int, default=24, help="made-up projects (default: %(default)s)")
+    parser.add_argument("--projects", type=int, default=16, help="made-up projects (default: %(default)s)")
     parser.add_argument("--held-per-project", type=int, default=2,
                         help="question phrasings per project kept for held-out (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
