@@ -108,6 +108,12 @@ def load_for_training(model_dir: Path, config: FinetuneConfig):
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch.float32)
         base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quantization, device_map="cpu")
+        # bitsandbytes 0.50 repacks 4-bit weights for its AVX512-bf16 CPU kernel on the first inference-mode
+        # forward, which fails for layers whose output size is not a multiple of 32 (the bundled model's
+        # 688-wide MLP); the plain dequantize-and-matmul path works for every shape.
+        for module in base.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     else:
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -28,3 +28,11 @@ def test_directory_without_manifest_loads_with_an_unverified_log_line(random_mod
         loaded = load_model(HFEngineConfig(model=str(random_models["llama"])))
     assert loaded.model is not None
     assert any("unverified" in record.getMessage() for record in caplog.records)
+
+
+def test_serve_refuses_a_malformed_or_missing_lora_adapter(tmp_path, capsys):
+    from server.cli import main
+
+    for spec, message in (("no-equals-sign", "NAME=DIR"), (f"x={tmp_path}", "not a LoRA adapter directory")):
+        assert main(["serve", "--lora", spec]) == 2
+        assert message in capsys.readouterr().err

@@ -80,8 +80,27 @@ def test_merge_gives_a_full_artifact_with_the_adapters_outputs(lora_adapter, ran
     assert loaded.model.config.vocab_size == merged.shape[-1]
 
 
-def test_qlora_trains_over_a_4bit_base_and_merges_into_the_float_one(random_models, data, tmp_path, capsys):
-    base = random_models["llama"]
+@pytest.fixture(scope="module")
+def odd_width_llama(tokenizer_dir, tmp_path_factory):
+    """A Llama whose MLP width (80) is not a multiple of 32, like the bundled model's 688: bitsandbytes' CPU
+    kernel cannot repack such 4-bit layers, so evaluation must not take that path."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("odd") / "llama"
+    vocab = len(PreTrainedTokenizerFast.from_pretrained(tokenizer_dir))
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                 bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(out)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def test_qlora_trains_over_a_4bit_base_and_merges_into_the_float_one(odd_width_llama, data, tmp_path, capsys):
+    base = odd_width_llama
     report = _finetune(base, data, tmp_path / "qlora", "qlora", capsys)
     _check_report(report, "qlora")
     assert read_manifest(tmp_path / "qlora")["adapter"]["method"] == "qlora"
