@@ -24,6 +24,12 @@ def prepare_output(out: str | Path) -> Path:
     return path
 
 
+def make_readable(root: Path) -> None:
+    """Some writers (safetensors) create private files; an artifact is meant to be read by a server user."""
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def require_model_dir(path: str | Path, what: str) -> Path:
     root = Path(path)
     if not (root / "config.json").is_file():

@@ -33,7 +33,8 @@ _EPILOG_BUILD = (
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Offline tools: train the tokenizer and pretrain the bundled default model.",
+        description="Offline tools: train the tokenizer, pretrain the bundled default model, fine-tune, merge "
+        "and inspect artifacts.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tools.artifact import pad_token_id, prepare_output, require_model_dir, stop_token_ids
+from tools.artifact import make_readable, pad_token_id, prepare_output, require_model_dir, stop_token_ids
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 from tools.sft_data import Example, read_jsonl, split_held_out, tokenize_records
 from tools.sft_eval import collate, evaluate, reply_loss
@@ -229,6 +229,7 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
             "base_quantization": "bitsandbytes nf4 (training only)" if config.method == "qlora" else None,
         }
     tokenizer.save_pretrained(out_dir)
+    make_readable(out_dir)
     write_manifest(out_dir, info)
     report["out"] = str(out_dir)
     return report

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tools.artifact import prepare_output, require_adapter_dir, require_model_dir
+from tools.artifact import make_readable, prepare_output, require_adapter_dir, require_model_dir
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 
 
@@ -37,6 +37,7 @@ def merge(base_dir: str | Path, adapter_dir: str | Path, out: str | Path, comman
     out_dir = prepare_output(out)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    make_readable(out_dir)
     base_name, base_lineage = parent_record(base_path)
     adapter_name, adapter_lineage = parent_record(adapter_path)
     entry = lineage_entry("merge", command, {"base": str(base_path), "adapter": str(adapter_path)}, started_utc,

@@ -40,14 +40,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ask(model_dir: Path, question: str, timeout: float = 180.0) -> str:
-    """Serve ``model_dir`` with `turnout serve`, ask one chat question, stop the server; return the answer."""
+def _ask(serve_args: list[str], models: list[str], question: str, timeout: float = 180.0) -> dict[str, str]:
+    """Start `turnout serve` with ``serve_args``, ask each of ``models`` one chat question, stop the server;
+    return {model: answer}."""
     import httpx
     import openai
 
     port = _free_port()
-    command = [sys.executable, "-m", "server", "serve", "--model", str(model_dir), "--port", str(port),
-               "--served-model-name", SERVED_NAME]
+    command = [sys.executable, "-m", "server", "serve", *serve_args, "--port", str(port)]
     print(f"\n$ {shlex.join(command)} &", flush=True)
     server = subprocess.Popen(command, cwd=REPO)
     try:
@@ -62,9 +62,12 @@ def _ask(model_dir: Path, question: str, timeout: float = 180.0) -> str:
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.3)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        reply = client.chat.completions.create(model=SERVED_NAME, temperature=0, max_tokens=24,
-                                               messages=[{"role": "user", "content": question}])
-        return reply.choices[0].message.content
+        answers = {}
+        for model in models:
+            reply = client.chat.completions.create(model=model, temperature=0, max_tokens=24,
+                                                   messages=[{"role": "user", "content": question}])
+            answers[model] = reply.choices[0].message.content
+        return answers
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -109,10 +112,16 @@ def main() -> int:
         print("\nnote: this tree has no `turnout tools quantize` yet; skipping the quantize step")
     _run(_tools("inspect", str(serve_dir)))
 
-    question = json.loads(open(held_out).readline())["messages"][0]["content"]
-    answer = _ask(serve_dir, question)
-    reference = json.loads(open(held_out).readline())["messages"][1]["content"]
-    print(f"\nQ: {question}\nA: {answer}\n(reference: {reference})")
+    first = json.loads(open(held_out).readline())["messages"]
+    question, reference = first[0]["content"], first[1]["content"]
+    answers = _ask(["--model", str(serve_dir), "--served-model-name", SERVED_NAME], [SERVED_NAME], question)
+    print(f"\nQ: {question}\nA ({SERVED_NAME}, merged): {answers[SERVED_NAME]}\n(reference: {reference})")
+    if args.method != "full":
+        # The same adapter without merging, next to its base, in one server.
+        answers = _ask(["--model", str(args.base), "--served-model-name", "base", "--lora",
+                        f"{SERVED_NAME}-lora={adapter}"], ["base", f"{SERVED_NAME}-lora"], question)
+        for model, answer in answers.items():
+            print(f"A ({model}): {answer!r}")
     return 0
 
 
