@@ -39,6 +39,12 @@ class Backend(abc.ABC):
         """Name and context length of the served model."""
 
     @property
+    def adapters(self) -> list[ModelInfo]:
+        """Adapters served on top of this model (their `parent` is this model's name). A request names
+        one in `model`; the router sends it here with `GenerateRequest.adapter` set."""
+        return []
+
+    @property
     def tokenizer(self) -> Tokenizer | None:
         """The model's tokenizer when it is local; None for remote backends."""
         return None

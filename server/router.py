@@ -11,7 +11,7 @@ from backends.base import Backend
 from backends.errors import ModelNotFound
 from backends.types import ModelInfo
 from server.config import RouterSettings, ServeConfig
-from server.pool import ModelPool
+from server.pool import AdapterView, ModelPool
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +55,30 @@ class Router:
     def default_model(self) -> str:
         return next(iter(self.pools))
 
-    def resolve(self, model: str | None) -> ModelPool:
-        """The pool for `model`; None picks the default (only for endpoints where model is optional)."""
+    def resolve(self, model: str | None) -> Backend:
+        """What serves `model`: its pool, or for a LoRA adapter's name a view of its base model's pool that
+        sets `GenerateRequest.adapter`. None picks the default (only for endpoints where model is optional)."""
         name = self.default_model if model is None else self.aliases.get(model, model)
         pool = self.pools.get(name)
-        if pool is None:
-            raise ModelNotFound(
-                f"The model `{model}` does not exist. Available models: {', '.join(self.model_names())}",
-                param="model",
-            )
-        return pool
-
-    def model_names(self) -> list[str]:
-        return [*self.pools, *self.aliases]
+        if pool is not None:
+            return pool
+        for pool in self.pools.values():
+            for adapter in pool.adapters:
+                if adapter.name == name:
+                    return AdapterView(pool, adapter)
+        raise ModelNotFound(
+            f"The model `{model}` does not exist. Available models: {', '.join(i.name for i in self.models())}",
+            param="model",
+        )
 
     def models(self) -> list[ModelInfo]:
-        """Every routed model (aliases included, as models of their own name) for /v1/models."""
+        """Every routed model for /v1/models: models, aliases (as models of their own name), and LoRA
+        adapters with their base model as `parent`."""
         infos = [pool.info for pool in self.pools.values()]
         for alias, target in self.aliases.items():
             info = self.pools[target].info
             infos.append(ModelInfo(alias, info.max_model_len, info.owned_by, info.parent))
+        infos += [adapter for pool in self.pools.values() for adapter in pool.adapters]
         return infos
 
     def replica_health(self) -> dict[str, dict[str, bool]]:

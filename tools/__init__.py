@@ -1,5 +1,6 @@
-"""Offline tools: corpus, tokenizer, pretraining and the artifact manifest of turnout's models.
+"""Offline tools: corpus, tokenizer, pretraining, fine-tuning (LoRA/QLoRA/full), merging, and the artifact
+manifest of turnout's models.
 
-Run ``python -m tools --help``. Nothing here is imported by the server at request time except
-``tools.manifest.file_digests`` / ``verify_digests`` (checksums of a model directory).
+Run ``python -m tools --help``. Nothing here is imported by the server at request time; at model load it
+uses ``tools.manifest.verify_artifact`` (checksums of a model directory against its manifest).
 """

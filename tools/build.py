@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedToken
 from tools import corpus
 from tools.chat import chat_examples
 from tools.evaluate import model_perplexity, unigram_perplexity
-from tools.manifest import MANIFEST_NAME, write_manifest
+from tools.manifest import MANIFEST_NAME, lineage_entry, write_manifest
 from tools.packing import token_stream
 from tools.pretrain import ModelShape, PretrainConfig, pretrain
 from tools.tokenizer import EOS, TokenizerConfig, save_tokenizer, stop_token_ids, train_tokenizer
@@ -124,6 +124,9 @@ def build_model(
                 "total": round(time.monotonic() - started, 1),
             },
         }
+        # Format 2: a pretrained model is the root of every lineage built on it.
+        info["lineage"] = [lineage_entry("pretrain", command, info["arguments"], info["created_utc"],
+                                         info["durations_seconds"]["total"], info["evaluation"])]
         manifest = write_manifest(staging, info)
         _swap_into_place(staging, out)
     except BaseException:

@@ -4,16 +4,21 @@ Subcommands:
   train-tokenizer      train the byte-level BPE tokenizer on the training split and save it
   pretrain             pretrain a tiny Llama into a directory (optionally with a given tokenizer)
   build-default-model  everything end to end into server/default_model/ (the bundled model)
+  finetune             supervised fine-tuning (lora, qlora, full) on JSONL, evaluated before and after
+  merge                fold a LoRA adapter into its base model
+  inspect              print an artifact's manifest and check its files
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 
 from tools.build import DEFAULT_MODEL_DIR, BuildConfig
+from tools.finetune import FinetuneConfig
 from tools.options import add_fields, from_args
 from tools.pretrain import ModelShape, PretrainConfig
 from tools.tokenizer import TokenizerConfig
@@ -28,7 +33,8 @@ _EPILOG_BUILD = (
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Offline tools: train the tokenizer and pretrain the bundled default model.",
+        description="Offline tools: train the tokenizer, pretrain the bundled default model, fine-tune, merge "
+        "and inspect artifacts.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -69,7 +75,48 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="output directory, replaced (default: %(default)s)",
     )
     _add_build_options(build)
+    _add_artifact_commands(sub)
     return parser
+
+
+def _add_artifact_commands(sub) -> None:
+    ft = sub.add_parser(
+        "finetune",
+        help="supervised fine-tuning (lora, qlora, full) on JSONL, with held-out evaluation",
+        description="Fine-tune a model directory on JSONL records ({'messages': [...]} chat or "
+        "{'prompt', 'completion'}); the loss covers the replies only. Evaluates held-out loss, perplexity "
+        "and exact match of greedy answers before and after, prints a JSON report and records it in the "
+        "output's manifest. lora/qlora write a LoRA adapter artifact, full a complete model.",
+    )
+    ft.add_argument("--model", type=Path, required=True, help="base model directory")
+    ft.add_argument("--data", type=Path, required=True, help="training records, JSONL")
+    ft.add_argument("--out", type=Path, required=True, help="output artifact directory (replaced)")
+    ft.add_argument("--eval-data", type=Path, default=None,
+                    help="held-out records, JSONL (default: hold out --eval-fraction of --data)")
+    ft.add_argument("--report", type=Path, default=None, help="also write the JSON report to this file")
+    ft.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_fields(ft, FinetuneConfig, "training")
+
+    mg = sub.add_parser(
+        "merge",
+        help="fold a LoRA adapter into its base model (a full artifact)",
+        description="Load --base, apply the LoRA adapter in --adapter, merge it into the weights "
+        "(peft merge_and_unload) and save a full model with tokenizer and manifest into --out.",
+    )
+    mg.add_argument("--base", type=Path, required=True, help="base model directory the adapter was trained on")
+    mg.add_argument("--adapter", type=Path, required=True, help="LoRA adapter directory (turnout tools finetune)")
+    mg.add_argument("--out", type=Path, required=True, help="output model directory (replaced)")
+
+    ins = sub.add_parser(
+        "inspect",
+        help="print an artifact's manifest (name, parent, lineage, files) and verify its checksums",
+        description="Print the manifest.json of a model or adapter directory readably, and check every "
+        "file against its sha256. Exits 1 when a file does not match.",
+    )
+    ins.add_argument("dir", type=Path, help="artifact directory (holds manifest.json)")
+    ins.add_argument("--json", action="store_true", help="print the manifest (format-2 view) as JSON")
+    ins.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                     help="check every file's sha256 against the manifest")
 
 
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +174,35 @@ def _pretrain(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace, command: str) -> int:
+    from tools.finetune import finetune
+
+    report = finetune(args.model, args.data, args.out, from_args(FinetuneConfig, args), args.eval_data,
+                      command, show_progress=not args.quiet)
+    text = json.dumps(report, indent=2)
+    if args.report is not None:
+        args.report.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _merge(args: argparse.Namespace, command: str) -> int:
+    from tools.merge import merge
+
+    manifest = merge(args.base, args.adapter, args.out, command)
+    print(f"merged {args.adapter} into {args.base} -> {Path(args.out).resolve()} "
+          f"({len(manifest['lineage'])} lineage steps)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from tools.inspect_artifact import inspect
+
+    text, intact = inspect(args.dir, args.json, args.verify)
+    print(text)
+    return 0 if intact else 1
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m tools") -> int:
     """Run one subcommand; returns the process exit status. `prog` is how the user invoked the tools
     (it appears in --help and in the manifest's record of the command)."""
@@ -136,7 +212,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m tools") -> int:
     try:
         if args.command == "train-tokenizer":
             return _train_tokenizer(args)
+        if args.command == "finetune":
+            return _finetune(args, command)
+        if args.command == "merge":
+            return _merge(args, command)
+        if args.command == "inspect":
+            return _inspect(args)
         return _pretrain(args, command)
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from backends.base import Backend
-from backends.errors import InvalidRequest
+from backends.errors import InvalidRequest, ModelNotFound
 from backends.hf.best_of import best_of
 from backends.hf.config import HFEngineConfig
 from backends.hf.core import EngineCore
@@ -40,6 +40,11 @@ class HFBackend(Backend):
     def info(self) -> ModelInfo:
         max_len = self._loaded.max_model_len if self._loaded else (self.config.max_model_len or 0)
         return ModelInfo(name=self._name, max_model_len=max_len)
+
+    @property
+    def adapters(self) -> list[ModelInfo]:
+        return [ModelInfo(name=name, max_model_len=self.info.max_model_len, parent=self._name)
+                for name, _ in self.config.adapters]
 
     @property
     def tokenizer(self):
@@ -80,11 +85,15 @@ class HFBackend(Backend):
         return fit_context(request.sampling, len(prompt_ids), self._loaded.max_model_len)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        if request.adapter is not None and request.adapter not in self._loaded.adapters:
+            raise ModelNotFound(f"The model `{request.adapter}` does not exist: no such adapter on "
+                                f"{self._name!r} (adapters: {', '.join(self._loaded.adapters) or 'none'})",
+                                param="model")
         prompt_ids = self._prompt_ids(request)
         params = self._checked_params(request, prompt_ids)
         num_seqs = params.beam_width if params.use_beam_search else max(params.n, params.best_of or 0)
         seqs = [
-            Sequence(request.request_id, prompt_ids, _for_choice(params, i), index=i)
+            Sequence(request.request_id, prompt_ids, _for_choice(params, i), index=i, adapter=request.adapter)
             for i in range(num_seqs)
         ]
         if params.json_schema is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from backends.hf import fast_llama
+from backends.hf.config import BASE_ADAPTER
 from backends.hf.kv_cache import SlotKVCache
 from backends.hf.sequence import Sequence
 
@@ -40,7 +41,13 @@ class ModelRunner:
         self._bool_mask = model.config._attn_implementation in ("sdpa", "flex_attention")
         # Looked up once: `model.device` walks every parameter on each access.
         self.device, self.dtype = model.device, model.dtype
-        self.fast_forward = fast_llama.FastLlamaForward(model) if fast_llama.supports(model) else None
+        # A peft model (LoRA adapters loaded) runs the regular forward, which applies each row's adapter;
+        # the lean forward reads the base weights only.
+        self.serves_adapters = hasattr(model, "peft_config")
+        lean = fast_llama.supports(model) and not self.serves_adapters
+        self.fast_forward = fast_llama.FastLlamaForward(model) if lean else None
+        # Forwards whose rows used more than one adapter (or an adapter and the base); tests read it.
+        self.num_mixed_adapter_forwards = 0
         self._slot_of: dict[Sequence, int] = {}
         self._slot_owner: list[Sequence] = []
 
@@ -139,6 +146,11 @@ class ModelRunner:
         if self.fast_forward is not None:
             logits = self.fast_forward(input_ids, positions, mask, self.cache, last_only=not every_position)
             return logits.float() if every_position else logits[:, -1, :].float()
+        adapter_args = {}
+        if self.serves_adapters:
+            names = [seq.adapter or BASE_ADAPTER for seq in seqs]
+            adapter_args["adapter_names"] = names
+            self.num_mixed_adapter_forwards += len(set(names)) > 1
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -146,5 +158,6 @@ class ModelRunner:
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=0 if every_position else 1,
+            **adapter_args,
         )
         return out.logits.float() if every_position else out.logits[:, -1, :].float()

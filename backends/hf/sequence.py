@@ -43,6 +43,8 @@ class Sequence:
     """The BeamGroup this sequence is one beam of, for beam search."""
     grammar: Any = None
     """An xgrammar GrammarMatcher when the output must follow a JSON schema."""
+    adapter: str | None = None
+    """The LoRA adapter this sequence runs with; None for the base model."""
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -109,10 +109,13 @@ async def test_consecutive_failures_eject_a_replica_for_a_while():
     assert router.replica_health()["m"] == {"m/0": False, "m/1": True}
 
 
-async def test_every_replica_failing_is_a_503_naming_the_last_error():
+async def test_every_replica_failing_raises_the_last_error_and_then_503():
     router = Router({"m": [Scripted("a", fail_before=EngineDead("gpu fell off")),
-                           Scripted("b", fail_before=EngineDead("gpu fell off"))]})
-    with pytest.raises(Unavailable, match="gpu fell off"):
+                           Scripted("b", fail_before=EngineDead("gpu fell off"))]},
+                    settings=RouterSettings(max_consecutive_failures=1))
+    with pytest.raises(EngineDead, match="gpu fell off"):
+        await texts(router)
+    with pytest.raises(Unavailable, match="no healthy replica"):  # both are ejected now
         await texts(router)
 
 

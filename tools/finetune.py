@@ -1,0 +1,235 @@
+"""Supervised fine-tuning: LoRA, QLoRA (4-bit nf4 base) or full, evaluated before and after on held-out data.
+
+The output is a turnout artifact: for lora/qlora a LoRA adapter (peft files, tokenizer, manifest with
+``adapter``) that `turnout tools merge` folds into its base or `turnout serve --lora` serves as is; for
+full a complete model. Its manifest lineage is the base's plus this run, with the evaluation as metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tools.artifact import make_readable, pad_token_id, prepare_output, require_model_dir, stop_token_ids
+from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
+from tools.sft_data import Example, read_jsonl, split_held_out, tokenize_records
+from tools.sft_eval import collate, evaluate, reply_loss
+
+METHODS = ("lora", "qlora", "full")
+_DEFAULT_LR = {"lora": 2e-3, "qlora": 2e-3, "full": 3e-4}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune; every field is a command-line option and is recorded in the manifest."""
+
+    method: str = "lora"
+    """lora (low-rank adapter), qlora (adapter over a 4-bit nf4 base, bitsandbytes) or full (all weights)."""
+    epochs: int = 3
+    """Passes over the training records."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps (0: no limit beyond epochs)."""
+    batch_size: int = 16
+    """Records per optimiser step."""
+    lr: float = 0.0
+    """Peak learning rate; 0 picks the method's default (2e-3 for lora/qlora, 3e-4 for full)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps before the cosine decay (down to a tenth of the peak)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0 disables)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input while training."""
+    target_modules: str = "all-linear"
+    """Comma-separated module names to adapt, or all-linear (every linear layer but the output head)."""
+    max_length: int = 512
+    """Records are cut to this many tokens."""
+    eval_fraction: float = 0.1
+    """Share of records held out for evaluation (ignored with --eval-data)."""
+    max_eval: int = 200
+    """Evaluate on at most this many held-out records."""
+    max_new_tokens: int = 32
+    """Longest greedy answer generated for exact match."""
+    eval_before: bool = True
+    """Also evaluate the base model before training (the 'before' numbers of the report)."""
+    seed: int = 0
+    """Seeds the split, the shuffling and the adapter initialisation."""
+    threads: int = 2
+    """torch CPU threads."""
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("epochs", "batch_size", "lora_r", "lora_alpha", "max_length", "max_eval", "max_new_tokens",
+                     "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("max_steps", "warmup_steps", "lr", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr or _DEFAULT_LR[self.method]
+
+
+def _targets(config: FinetuneConfig) -> str | list[str]:
+    if config.target_modules == "all-linear":
+        return "all-linear"
+    return [name.strip() for name in config.target_modules.split(",") if name.strip()]
+
+
+def load_for_training(model_dir: Path, config: FinetuneConfig):
+    """The model to train: the plain model (full), or a peft LoRA model over a float or 4-bit base."""
+    from transformers import AutoModelForCausalLM
+
+    if config.method == "full":
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    from peft import LoraConfig, get_peft_model
+
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_compute_dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quantization, device_map="cpu")
+        # bitsandbytes 0.50 repacks 4-bit weights for its AVX512-bf16 CPU kernel on the first inference-mode
+        # forward, which fails for layers whose output size is not a multiple of 32 (the bundled model's
+        # 688-wide MLP); the plain dequantize-and-matmul path works for every shape.
+        for module in base.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=_targets(config), task_type="CAUSAL_LM")
+    return get_peft_model(base, lora)
+
+
+def _lr_at(step: int, total: int, config: FinetuneConfig) -> float:
+    if step < config.warmup_steps:
+        return config.peak_lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train(model, examples: list[Example], config: FinetuneConfig, pad_id: int, show_progress: bool) -> dict:
+    """The training loop; returns its summary (steps, seconds, losses)."""
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
+    rng = random.Random(config.seed)
+    order: list[Example] = []
+    losses: list[float] = []
+    started = time.monotonic()
+    model.train()
+    progress = tqdm(range(total), desc=f"finetune ({config.method})", unit="step", disable=not show_progress)
+    for step in progress:
+        if not order:
+            order = list(examples)
+            rng.shuffle(order)
+        batch, order = order[:config.batch_size], order[config.batch_size:]
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, total, config)
+        loss_sum, count = reply_loss(model, collate(batch, pad_id))
+        loss = loss_sum / max(count, 1)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    tail = losses[-max(1, steps_per_epoch):]
+    return {
+        "steps": total,
+        "seconds": round(time.monotonic() - started, 1),
+        "first_loss": round(losses[0], 4) if losses else None,
+        "final_loss": round(sum(tail) / len(tail), 4) if tail else None,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: FinetuneConfig,
+             eval_data: str | Path | None = None, command: str = "", show_progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``model_dir`` on ``data`` into ``out``; return the report (also the lineage metrics)."""
+    from transformers import AutoTokenizer
+
+    config.validate()
+    base_dir = require_model_dir(model_dir, "--model")
+    started_utc, started = utc_now(), time.monotonic()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    records = read_jsonl(data)
+    if eval_data is not None:
+        train_records, held_records = records, read_jsonl(eval_data)
+    else:
+        train_records, held_records = split_held_out(records, config.eval_fraction, config.seed)
+    train_examples = tokenize_records(tokenizer, train_records, config.max_length, str(data))
+    held_examples = tokenize_records(tokenizer, held_records[:config.max_eval], config.max_length,
+                                     str(eval_data or data))
+
+    model = load_for_training(base_dir, config)
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = pad_token_id(tokenizer, stops)
+
+    def run_eval(stage: str) -> dict:
+        if show_progress:
+            print(f"evaluating {stage} on {len(held_examples)} held-out records ...", flush=True)
+        return evaluate(model, tokenizer, held_examples, stops, pad_id, config.max_new_tokens, show_progress)
+
+    report: dict[str, Any] = {"method": config.method, "train_records": len(train_examples),
+                              "held_out_records": len(held_examples)}
+    if config.eval_before:
+        if config.method == "full":
+            report["before"] = run_eval("the base model")
+        else:
+            with model.disable_adapter():
+                report["before"] = run_eval("the base model")
+    report["train"] = train(model, train_examples, config, pad_id, show_progress)
+    report["after"] = run_eval("the fine-tuned model")
+
+    out_dir = prepare_output(out)
+    parent_name, parent_lineage = parent_record(base_dir)
+    entry = lineage_entry("finetune", command, {"model": str(base_dir), "data": str(data),
+                                                "eval_data": None if eval_data is None else str(eval_data),
+                                                **asdict(config)},
+                          started_utc, time.monotonic() - started, report)
+    info: dict[str, Any] = {"name": out_dir.name, "base_model": parent_name, "lineage": [*parent_lineage, entry]}
+    if config.method == "full":
+        model.save_pretrained(out_dir, safe_serialization=True)
+    else:
+        model.save_pretrained(out_dir)
+        info["adapter"] = {
+            "type": "lora", "base_model": parent_name, "base_path": str(base_dir.resolve()),
+            "method": config.method, "r": config.lora_r, "alpha": config.lora_alpha,
+            "dropout": config.lora_dropout, "target_modules": config.target_modules,
+            "base_quantization": "bitsandbytes nf4 (training only)" if config.method == "qlora" else None,
+        }
+    tokenizer.save_pretrained(out_dir)
+    make_readable(out_dir)
+    write_manifest(out_dir, info)
+    report["out"] = str(out_dir)
+    return report
