@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from importlib import resources
 
@@ -43,6 +42,13 @@ def _serve_parser(sub) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--grpc-port", type=int, default=0,
+                   help="also serve the gRPC API (turnout.v1.Generation, health, reflection) on this port, "
+                        "in the same process; 0: no gRPC")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one JSON object per log line, with one access line per request")
+    p.add_argument("--otel-traces", default=None, choices=["console", "otlp"],
+                   help="OpenTelemetry spans per request (route -> backend -> stream); needs turnout[otel]")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -51,7 +57,9 @@ def serve(args: argparse.Namespace) -> int:
     from backends.hf.backend import HFBackend
     from backends.hf.config import HFEngineConfig
     from server.app import build_app
+    from server.observe import Telemetry
     from server.router import Router
+    from server.tracing import Tracer, TracingUnavailable
 
     model_dir = args.model or default_model_dir()
     name = args.served_model_name or (None if args.model else DEFAULT_MODEL_NAME)
@@ -67,12 +75,18 @@ def serve(args: argparse.Namespace) -> int:
             num_threads=args.num_threads,
             device=args.device,
         )
-    except ValueError as exc:
+        if args.grpc_port and not 0 < args.grpc_port < 65536:
+            raise ValueError(f"--grpc-port must be 0 (off) or in 1..65535, got {args.grpc_port}")
+        tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
+    except (ValueError, TracingUnavailable) as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)
         return 2
     backend = HFBackend(config)
-    app = build_app(Router({backend.info.name: backend}))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    app = build_app(Router({backend.info.name: backend}), Telemetry(tracer=tracer), grpc_port=args.grpc_port,
+                    grpc_host=args.host)
+    # Our access log (server/observe.py) replaces uvicorn's; log_config=None keeps our log format.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
+                access_log=False, log_config=None)
     return 0
 
 
@@ -87,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     sub.add_parser("tools", help="offline tools: tokenizer training, pretraining, ... (turnout tools --help)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.access_log import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     return serve(args)
 
 
