@@ -40,9 +40,10 @@ class EngineCore:
         self.num_steps = 0
         self.last_step_tokens = 0
         """Tokens the last step computed (for the token-budget gauge); read from any thread."""
-        self.queue_times: deque[float] = deque()
+        self.queue_times: deque[float] = deque(maxlen=65536)
         """Seconds from arrival to first step of each newly scheduled sequence; the metrics reader pops
-        them from the event loop thread (deque append/popleft are thread-safe)."""
+        them from the event loop thread (deque append/popleft are thread-safe). Bounded, so a server
+        nobody scrapes does not grow; the oldest are dropped first."""
         self._by_request: dict[str, list[Sequence]] = {}
         self._token_texts: dict[int, str] = {}
 

@@ -58,7 +58,9 @@ class AsyncEngine:
             num_running=core.scheduler.num_running,
             num_waiting=core.scheduler.num_waiting + sum(len(seqs) for seqs in self._inbox),
             kv_cache_usage=core.runner.num_slots_used / core.runner.cache.num_slots,
-            token_budget_usage=core.last_step_tokens / core.scheduler.config.max_num_batched_tokens,
+            # The step loop sleeps while idle, so the last step's count would otherwise linger.
+            token_budget_usage=(core.last_step_tokens / core.scheduler.config.max_num_batched_tokens
+                                if core.has_work() else 0.0),
             queue_times=queue_times,
         )
 
