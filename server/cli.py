@@ -14,6 +14,13 @@ def default_model_dir() -> str:
     return str(resources.files("server") / "default_model")
 
 
+def _port_or_off(text: str) -> int:
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or in 1..65535, got {port}")
+    return port
+
+
 def _serve_parser(sub) -> None:
     p = sub.add_parser(
         "serve",
@@ -42,7 +49,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--grpc-port", type=int, default=0,
+    p.add_argument("--grpc-port", type=_port_or_off, default=0,
                    help="also serve the gRPC API (turnout.v1.Generation, health, reflection) on this port, "
                         "in the same process; 0: no gRPC")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -75,8 +82,6 @@ def serve(args: argparse.Namespace) -> int:
             num_threads=args.num_threads,
             device=args.device,
         )
-        if args.grpc_port and not 0 < args.grpc_port < 65536:
-            raise ValueError(f"--grpc-port must be 0 (off) or in 1..65535, got {args.grpc_port}")
         tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
     except (ValueError, TracingUnavailable) as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)
