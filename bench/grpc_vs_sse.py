@@ -8,7 +8,8 @@ Each run sends `--concurrency` streams at once (64-token prompts as token ids, `
 each, ignore_eos), gRPC and SSE runs alternating so drift in machine load hits both alike. Throughput is
 output tokens / wall time from the first send to the last stream's end; the report gives each protocol's
 median run, every run's throughput, and the 1-minute load average before and after (2-core machine:
-the load generator competes with the server, so check it is quiet).
+the load generator competes with the server, so check it is quiet), and the server's CPU time per output
+token for each protocol (median run), which depends less on what else the machine is doing.
 """
 
 from __future__ import annotations
@@ -88,13 +89,19 @@ async def compare(args) -> dict:
         for i in range(args.runs):
             order = ("grpc", "sse") if i % 2 == 0 else ("sse", "grpc")
             for protocol in order:
+                cpu_before = server.cpu_seconds()
                 if protocol == "grpc":
-                    runs["grpc"].append(await grpc_load(target, "bench", timed, args.concurrency,
-                                                        args.output_tokens))
+                    run = await grpc_load(target, "bench", timed, args.concurrency, args.output_tokens)
                 else:
-                    runs["sse"].append(await sse(timed))
+                    run = await sse(timed)
+                # CPU time is the steadier number on a shared machine: wall time depends on the neighbours.
+                run["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 3)
+                run["server_cpu_ms_per_token"] = round(1000 * run["server_cpu_s"] / run["total_output_tokens"], 4)
+                runs[protocol].append(run)
     result = {name: median_run(r, "output_tokens_per_s") for name, r in runs.items()}
     result["grpc_over_sse"] = round(result["grpc"]["output_tokens_per_s"] / result["sse"]["output_tokens_per_s"], 3)
+    result["server_cpu_ms_per_token"] = {name: sorted(r["server_cpu_ms_per_token"] for r in rs)[(len(rs) - 1) // 2]
+                                         for name, rs in runs.items()}
     result["load_average_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     result["cpu_count"] = os.cpu_count()
     return result
@@ -124,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(text + "\n")
     print(text)
     print(f"grpc {result['grpc']['output_tokens_per_s']} tok/s, sse {result['sse']['output_tokens_per_s']} tok/s, "
-          f"ratio {result['grpc_over_sse']} (load {result['load_average_1m']})", file=sys.stderr)
+          f"ratio {result['grpc_over_sse']}; server CPU ms/token {result['server_cpu_ms_per_token']} "
+          f"(load {result['load_average_1m']})", file=sys.stderr)
     return 0 if result["grpc"]["failed"] == result["sse"]["failed"] == 0 else 1
 
 
