@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--output-tokens", type=int, default=64)
     p.add_argument("--runs", type=int, default=3, help="timed runs per protocol; the median is reported")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the server (1: the client shares a 2-core machine; with 2, OpenMP "
+                        "spin-waits of a contended engine dominate and the protocols cannot be told apart)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     result = asyncio.run(compare(args))
