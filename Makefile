@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test unit lint model bench clean
+.PHONY: serve test unit lint model bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ model: $(STAMP)  ## rebuild the bundled model (tokenizer + pretraining, ~15 min 
 bench: $(STAMP)  ## engine benchmark: our server vs sequential generate vs generate_batch
 	mkdir -p bench/results
 	$(PY) -m bench.engine_bench --out bench/results/engine.json
+
+proto: $(STAMP)  ## regenerate the gRPC stubs in server/grpc/gen/ from proto/
+	$(PY) -m server.grpc.codegen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -20,7 +20,7 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from backends.types import GenerateRequest, ModelInfo, OutputDelta
+from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 
 
 class Tokenizer(Protocol):
@@ -60,6 +60,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def health(self) -> bool:
         """True while the backend can accept requests."""
+
+    def stats(self) -> BackendStats | None:
+        """Engine numbers for metrics (running, waiting, KV usage, queue times); None when unknown.
+        Cheap and non-blocking: it is called on the event loop at every metrics scrape."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -175,3 +175,20 @@ class ModelInfo:
     max_model_len: int
     owned_by: str = "turnout"
     parent: str | None = None
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """A snapshot of a backend's engine, for metrics. Remote backends that cannot tell return None instead."""
+
+    num_running: int
+    """Requests' sequences in the running batch."""
+    num_waiting: int
+    """Sequences queued for admission."""
+    kv_cache_usage: float
+    """Fraction of the KV cache in use, 0..1 (the HF engine: slots held / slots)."""
+    token_budget_usage: float = 0.0
+    """Fraction of the per-step token budget (max_num_batched_tokens) the last step used, 0..1."""
+    queue_times: list[float] = field(default_factory=list)
+    """Seconds each sequence waited between arrival and its first step, for sequences first scheduled
+    since the previous stats() call (each wait is reported once: the caller feeds a histogram)."""

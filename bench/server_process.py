@@ -39,10 +39,13 @@ class ServerProcess:
     """`with ServerProcess(model_dir, ...) as server:` starts `turnout serve`, waits until ready, stops it."""
 
     def __init__(self, model_dir: str, served_model_name: str, *, num_threads: int, max_num_seqs: int = 64,
-                 extra_args: list[str] | None = None, ready_timeout_s: float = 180.0):
+                 extra_args: list[str] | None = None, ready_timeout_s: float = 180.0,
+                 command: list[str] | None = None):
+        """`command` replaces the `turnout` executable (e.g. `[sys.executable, "-m", "server"]` to run this
+        checkout's code rather than the installed one)."""
         self.port = free_port()
         self.served_model_name = served_model_name
-        self.args = [*turnout_command(), "serve", "--model", model_dir, "--served-model-name", served_model_name,
+        self.args = [*(command or turnout_command()), "serve", "--model", model_dir, "--served-model-name", served_model_name,
                      "--port", str(self.port), "--num-threads", str(num_threads),
                      "--max-num-seqs", str(max_num_seqs), "--log-level", "warning", *(extra_args or [])]
         self.ready_timeout_s = ready_timeout_s

@@ -8,6 +8,7 @@ import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,10 +18,13 @@ from server.errors import error_body, error_response, handle_exception
 from server.http.chat import create_chat_completion
 from server.http.completions import create_completion
 from server.http.health import health, ready
+from server.http.metrics import metrics
 from server.http.models import list_models
+from server.http.observe import ObservabilityMiddleware
 from server.http.streams import ClientDisconnected
 from server.http.tgi import compat_generate, generate, generate_stream, info
 from server.http.tokenize import detokenize, tokenize
+from server.observe import Telemetry
 from server.router import Router
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ ROUTES = [
     Route("/generate", generate, methods=["POST"]),
     Route("/generate_stream", generate_stream, methods=["POST"]),
     Route("/info", info, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]
 
 
@@ -53,17 +58,30 @@ async def _client_gone(request: Request, exc: ClientDisconnected) -> Response:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
-def build_app(router: Router) -> Starlette:
+def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
+              grpc_host: str = "127.0.0.1") -> Starlette:
+    """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router."""
+    telemetry = telemetry or Telemetry()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         started = time.monotonic()
         await router.start()
+        grpc_server = None
+        if grpc_port:
+            from server.grpc.server import GrpcServer
+
+            grpc_server = GrpcServer(router, telemetry, grpc_host, grpc_port)
+            await grpc_server.start()
+            logger.info("gRPC API on %s", grpc_server.address)
         app.state.ready = True
         logger.info("ready in %.1f s: %s", time.monotonic() - started, ", ".join(router.pools))
         try:
             yield
         finally:
             app.state.ready = False
+            if grpc_server is not None:
+                await grpc_server.stop()
             await router.close()
 
     app = Starlette(
@@ -75,8 +93,10 @@ def build_app(router: Router) -> Starlette:
             ClientDisconnected: _client_gone,
             Exception: handle_exception,
         },
+        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES})],
     )
     app.state.router = router
+    app.state.telemetry = telemetry
     app.state.ready = False
     app.state.started_at = int(time.time())
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from importlib import resources
@@ -14,6 +13,13 @@ DEFAULT_MODEL_NAME = "turnout-tiny"
 def default_model_dir() -> str:
     """The bundled model, shipped as package data, so `turnout serve` works from any directory."""
     return str(resources.files("server") / "default_model")
+
+
+def _port_or_off(text: str) -> int:
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or in 1..65535, got {port}")
+    return port
 
 
 def _serve_parser(sub) -> None:
@@ -56,6 +62,13 @@ def _serve_parser(sub) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="YAML routing config (several models, replicas, aliases, fallback; see server/config.py); "
                         "replaces --model/--backend and the engine flags")
+    p.add_argument("--grpc-port", type=_port_or_off, default=0,
+                   help="also serve the gRPC API (turnout.v1.Generation, health, reflection) on this port, "
+                        "in the same process; 0: no gRPC")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one JSON object per log line, with one access line per request")
+    p.add_argument("--otel-traces", default=None, choices=["console", "otlp"],
+                   help="OpenTelemetry spans per request (route -> backend -> stream); needs turnout[otel]")
 
 
 def _backend_options(pairs: list[str]) -> dict:
@@ -109,21 +122,27 @@ def _name_and_dir(spec: str) -> tuple[str, str]:
     return name, directory
 
 
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import build_app
     from server.config import ConfigError, load_config
+    from server.observe import Telemetry
     from server.router import Router
+    from server.tracing import Tracer, TracingUnavailable
 
     try:
         config = load_config(args.config) if args.config else single_model_config(args)
         router = Router.from_config(config)
-    except (ValueError, ConfigError) as exc:
+        tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
+    except (ValueError, ConfigError, TracingUnavailable) as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)
         return 2
-    app = build_app(router)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    app = build_app(router, Telemetry(tracer=tracer), grpc_port=args.grpc_port, grpc_host=args.host)
+    # Our access log (server/observe.py) replaces uvicorn's; log_config=None keeps our log format.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
+                access_log=False, log_config=None)
     return 0
 
 
@@ -138,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     sub.add_parser("tools", help="offline tools: tokenizer training, pretraining, ... (turnout tools --help)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.access_log import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     return serve(args)
 
 

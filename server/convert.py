@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backends.errors import InvalidRequest
 from backends.types import SamplingParams
+from server.schemas.generate import GenerateFields
 from server.schemas.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 
 
@@ -87,3 +88,11 @@ def render_chat(tokenizer, messages: list[ChatMessage], add_generation_prompt: b
     conversation = [{"role": m.role, "content": m.text()} for m in messages]
     text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def generate_sampling_params(req: GenerateFields) -> SamplingParams:
+    """gRPC Generate/Complete: a completion's parameters plus response_format, as in chat."""
+    params = completion_sampling_params(req)
+    if req.response_format is not None and req.response_format.type != "text":
+        params.json_schema = req.response_format.json_schema.schema_ if req.response_format.json_schema else {}
+    return params

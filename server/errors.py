@@ -1,14 +1,16 @@
-"""The one place that turns exceptions into HTTP status codes and OpenAI error bodies."""
+"""The one place that turns exceptions into HTTP status codes and OpenAI error bodies, and into gRPC status
+codes (with the same messages)."""
 
 from __future__ import annotations
 
 import logging
 
+import grpc
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backends.errors import InvalidRequest, TurnoutError
+from backends.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, TurnoutError
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +66,20 @@ def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
 def tgi_error_response(exc: Exception) -> JSONResponse:
     status, body = tgi_error_body(to_turnout_error(exc))
     return JSONResponse(body, status_code=status)
+
+
+# Most specific first: ContextLengthExceeded is an InvalidRequest, so it is INVALID_ARGUMENT too.
+_GRPC_CODES: list[tuple[type[TurnoutError], grpc.StatusCode]] = [
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (EngineDead, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def grpc_status(exc: TurnoutError) -> grpc.StatusCode:
+    """The gRPC code for an error; its details are `exc.message`, exactly the HTTP error's message."""
+    for cls, code in _GRPC_CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL

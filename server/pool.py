@@ -33,7 +33,7 @@ from backends.errors import (
     TurnoutError,
     Unavailable,
 )
-from backends.types import GenerateRequest, ModelInfo, OutputDelta
+from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 from server.config import RouterSettings
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,19 @@ class ModelPool(Backend):
     @property
     def adapters(self) -> list[ModelInfo]:
         return [replace(a, parent=self.name) for a in self.replicas[0].backend.adapters]
+
+    def stats(self) -> BackendStats | None:
+        """The replicas' engine numbers combined: counts summed, usage ratios averaged."""
+        parts = [s for r in self.replicas if (s := r.backend.stats()) is not None]
+        if not parts:
+            return None
+        return BackendStats(
+            num_running=sum(p.num_running for p in parts),
+            num_waiting=sum(p.num_waiting for p in parts),
+            kv_cache_usage=sum(p.kv_cache_usage for p in parts) / len(parts),
+            token_budget_usage=sum(p.token_budget_usage for p in parts) / len(parts),
+            queue_times=[t for p in parts for t in p.queue_times],
+        )
 
     async def start(self) -> None:
         # One at a time: transformers' model loading patches torch globally and is not thread-safe.

@@ -22,18 +22,20 @@ def free_port() -> int:
 
 
 class ServerThread:
-    def __init__(self, backends: dict[str, HFBackend], router: Router | None = None):
+    def __init__(self, backends: dict[str, HFBackend], router: Router | None = None, grpc: bool = False):
         self.backends = backends
         self.router = router or Router(backends)
         self.port = free_port()
-        config = uvicorn.Config(build_app(self.router), host="127.0.0.1", port=self.port, log_level="warning")
+        self.grpc_port = free_port() if grpc else None
+        self.app = build_app(self.router, grpc_port=self.grpc_port)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
     @classmethod
-    def for_model(cls, model_dir, name: str, **engine_options) -> ServerThread:
+    def for_model(cls, model_dir, name: str, grpc: bool = False, **engine_options) -> ServerThread:
         backend = HFBackend(HFEngineConfig(model=str(model_dir), served_model_name=name, **engine_options))
-        return cls({name: backend})
+        return cls({name: backend}, grpc=grpc)
 
     @classmethod
     def for_router(cls, router: Router) -> ServerThread:
@@ -42,6 +44,10 @@ class ServerThread:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def base_url(self) -> str:

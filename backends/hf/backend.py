@@ -19,7 +19,7 @@ from backends.hf.grammar import GrammarCompiler
 from backends.hf.loader import load_model
 from backends.hf.scheduler import SchedulerConfig
 from backends.hf.sequence import Sequence
-from backends.types import GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
+from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
 from backends.validation import check_sampling, check_token_ids, fit_context
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
@@ -67,6 +67,9 @@ class HFBackend(Backend):
 
     async def health(self) -> bool:
         return self.engine is not None and self.engine.alive
+
+    def stats(self) -> BackendStats | None:
+        return self.engine.stats() if self.engine is not None else None
 
     async def close(self) -> None:
         if self.engine is not None:

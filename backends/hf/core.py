@@ -6,6 +6,8 @@ to it through `add`, `abort` and `step` from that one thread.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from backends.hf.beam_search import BeamGroup
@@ -36,6 +38,12 @@ class EngineCore:
         self.runner = ModelRunner(model, scheduler_config.max_num_seqs, max_model_len, pad_token_id)
         self.sampler = Sampler(eos_token_ids)
         self.num_steps = 0
+        self.last_step_tokens = 0
+        """Tokens the last step computed (for the token-budget gauge); read from any thread."""
+        self.queue_times: deque[float] = deque(maxlen=65536)
+        """Seconds from arrival to first step of each newly scheduled sequence; the metrics reader pops
+        them from the event loop thread (deque append/popleft are thread-safe). Bounded, so a server
+        nobody scrapes does not grow; the oldest are dropped first."""
         self._by_request: dict[str, list[Sequence]] = {}
         self._token_texts: dict[int, str] = {}
 
@@ -63,8 +71,13 @@ class EngineCore:
 
     def step(self) -> list[SequenceOutput]:
         batch = self.scheduler.schedule()
+        self.last_step_tokens = batch.total_tokens
         if not batch:
             return []
+        now = time.monotonic()
+        for seq in batch.sequences:
+            if seq.num_computed_tokens == 0:  # its first step: it has waited since arrival
+                self.queue_times.append(now - seq.arrival_time)
         ran = self.runner.execute(batch.num_scheduled_tokens)
         due, logits = ran.due, ran.logits
         self.num_steps += 1

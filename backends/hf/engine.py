@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from backends.errors import EngineDead
 from backends.hf.core import EngineCore, SequenceOutput
 from backends.hf.sequence import Sequence
-from backends.types import OutputDelta
+from backends.types import BackendStats, OutputDelta
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,22 @@ class AsyncEngine:
     @property
     def num_steps(self) -> int:
         return self.core.num_steps
+
+    def stats(self) -> BackendStats:
+        """Counters read without locking: each is one int or a thread-safe deque, good enough for gauges."""
+        core = self.core
+        queue_times = []
+        while core.queue_times:
+            queue_times.append(core.queue_times.popleft())
+        return BackendStats(
+            num_running=core.scheduler.num_running,
+            num_waiting=core.scheduler.num_waiting + sum(len(seqs) for seqs in self._inbox),
+            kv_cache_usage=core.runner.num_slots_used / core.runner.cache.num_slots,
+            # The step loop sleeps while idle, so the last step's count would otherwise linger.
+            token_budget_usage=(core.last_step_tokens / core.scheduler.config.max_num_batched_tokens
+                                if core.has_work() else 0.0),
+            queue_times=queue_times,
+        )
 
     @property
     def alive(self) -> bool:

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest
 from server.convert import chat_sampling_params, render_chat
-from server.http import sse
+from server.http import observe, sse
 from server.http.choices import Usage, collect
 from server.http.logprobs import chat_logprobs
 from server.http.requests import parse_body, request_id
@@ -29,7 +29,7 @@ async def create_chat_completion(request: Request):
         prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
         generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
                                            buffered=not body.stream)
-    merged = merge([backend.generate(generate_request)])
+    merged = merge([observe.generate(request, backend, generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 
     if body.stream:

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest
 from server.convert import completion_sampling_params
-from server.http import sse
+from server.http import observe, sse
 from server.http.choices import Usage, choice_index, collect
 from server.http.logprobs import completion_logprobs
 from server.http.requests import parse_body, request_id
@@ -35,7 +35,7 @@ async def create_completion(request: Request):
         for i, prompt in enumerate(prompts)
     ]
     echoes = [_echo_text(backend, p) if body.echo else "" for p in prompts]
-    merged = merge([backend.generate(r) for r in generate_requests])
+    merged = merge([observe.generate(request, backend, r) for r in generate_requests])
     base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model}
 
     if body.stream:

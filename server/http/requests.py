@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,8 +10,9 @@ from starlette.requests import Request
 
 from backends.errors import InvalidRequest
 from server.errors import from_validation_error
+from server.http.observe import record_of
+from server.observe import mint_request_id
 
-REQUEST_ID_HEADER = "x-request-id"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -31,5 +31,10 @@ async def parse_body(request: Request, schema: type[M]) -> M:
 
 
 def request_id(request: Request, prefix: str) -> str:
-    """The client's X-Request-Id when it sent one, else a fresh id with the endpoint's prefix."""
-    return request.headers.get(REQUEST_ID_HEADER) or f"{prefix}-{uuid.uuid4().hex}"
+    """The client's X-Request-Id when it sent one, else a fresh id with the endpoint's prefix; the
+    middleware returns it in the X-Request-Id response header and logs it."""
+    record = record_of(request)
+    rid = (record.request_id if record else request.headers.get("x-request-id")) or mint_request_id(prefix)
+    if record is not None:
+        record.request_id = rid
+    return rid

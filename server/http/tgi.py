@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from backends.errors import InvalidRequest
 from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
-from server.http import sse
+from server.http import observe, sse
 from server.http.requests import request_id
 from server.http.streams import ClientDisconnected, merge, primed, until_disconnected
 from server.schemas import tgi as schema
@@ -106,7 +106,7 @@ async def _answer(request: Request, body: schema.GenerateRequest) -> tuple[dict,
 
     async def collect():
         nonlocal prompt_tokens
-        async for _, delta in merge([backend.generate(core)]):
+        async for _, delta in merge([observe.generate(request, backend, core)]):
             seed = None if params.seed is None else params.seed + delta.index
             seqs.setdefault(delta.index, Sequence(delta.index, seed)).add(delta, encoder)
             if delta.usage is not None:
@@ -152,7 +152,7 @@ async def compat_generate(request: Request):
 
 async def _stream(request: Request, body: schema.GenerateRequest):
     backend, core, full_text = _core_request(request, body, stream=True)
-    deltas = await primed(backend.generate(core))
+    deltas = await primed(observe.generate(request, backend, core))
     encoder = TokenEncoder(backend.tokenizer)
     response = sse.response(_events(deltas, body.parameters, core.sampling.seed, full_text, encoder))
     response.headers["x-request-id"] = core.request_id

@@ -7,8 +7,8 @@ BUNDLED = "turnout-tiny"
 
 @pytest.fixture(scope="session")
 def server(bundled_model_dir):
-    """The bundled model behind a real server; loaded once per test run."""
-    srv = ServerThread.for_model(bundled_model_dir, BUNDLED, max_num_seqs=48, num_threads=2).start()
+    """The bundled model behind a real server (HTTP and gRPC); loaded once per test run."""
+    srv = ServerThread.for_model(bundled_model_dir, BUNDLED, grpc=True, max_num_seqs=48, num_threads=2).start()
     yield srv
     srv.stop()
 

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs (python -m server.grpc.codegen); do not edit."""

@@ -1,0 +1,126 @@
+"""Per-request observation shared by HTTP and gRPC: one `RequestRecord` per request, filled on the way
+(`observed` wraps every backend stream), then `Telemetry.finish` writes the metrics, the access log line
+and the trace spans, the same way for both protocols."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from backends.base import Backend
+from backends.types import GenerateRequest, OutputDelta
+from server.access_log import log_access
+from server.metrics import Metrics
+from server.tracing import Tracer
+
+
+def mint_request_id(prefix: str = "req") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@dataclass
+class RequestRecord:
+    protocol: str
+    """"http" or "grpc"."""
+    endpoint: str
+    """The HTTP route or "grpc:<Method>"."""
+    request_id: str | None = None
+    """The client's X-Request-Id, or the id the endpoint minted; set before the response starts."""
+    model: str = ""
+    """Set once the router found the model (so clients cannot invent label values)."""
+    status: str = ""
+    started: float = field(default_factory=time.monotonic)
+    first_output_at: float | None = None
+    last_output_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    span: object = None
+    """The route span, parent of the backend and stream spans."""
+
+
+class Telemetry:
+    """Metrics, access log and tracing of one server; shared by its HTTP app and gRPC server."""
+
+    def __init__(self, metrics: Metrics | None = None, tracer: Tracer | None = None, access_log: bool = True):
+        self.metrics = metrics or Metrics()
+        self.tracer = tracer or Tracer()
+        self.access_log = access_log
+
+    def begin(self, protocol: str, endpoint: str, request_id: str | None = None) -> RequestRecord:
+        record = RequestRecord(protocol, endpoint, request_id)
+        record.span = self.tracer.start(endpoint, attributes={"turnout.protocol": protocol})
+        return record
+
+    async def observed(self, record: RequestRecord, backend: Backend,
+                       request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        """`backend.generate(request)`, timing its deltas and counting its tokens into `record`. Closing
+        this iterator closes the backend's (which aborts the request)."""
+        record.model = request.model
+        metrics = self.metrics
+        backend_span = self.tracer.start("backend", record.span, {"turnout.request_id": request.request_id})
+        stream_span = None
+        last_by_choice: dict[int, float] = {}
+        streamed_tokens, usage = 0, None
+        error = None
+        try:
+            async with aclosing(backend.generate(request)) as stream:
+                async for delta in stream:
+                    now = time.monotonic()
+                    if record.first_output_at is None:
+                        record.first_output_at = now
+                        metrics.ttft.labels(record.model).observe(now - record.started)
+                    if stream_span is None:
+                        self.tracer.end(backend_span)
+                        stream_span = self.tracer.start("stream", record.span)
+                    previous = last_by_choice.get(delta.index)
+                    if previous is not None:
+                        metrics.itl.labels(record.model).observe(now - previous)
+                    last_by_choice[delta.index] = record.last_output_at = now
+                    streamed_tokens += len(delta.token_ids)
+                    if delta.usage is not None:
+                        usage = delta.usage
+                    yield delta
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            # Usage counts what the engine computed (best_of's discarded choices too); an aborted stream
+            # has none, so count what was streamed.
+            record.prompt_tokens += usage.prompt_tokens if usage else 0
+            record.completion_tokens += usage.completion_tokens if usage else streamed_tokens
+            attributes = {"turnout.completion_tokens": streamed_tokens}
+            if stream_span is None:
+                self.tracer.end(backend_span, error=error)
+            else:
+                self.tracer.end(stream_span, attributes, error=error)
+
+    def finish(self, record: RequestRecord, status: str) -> None:
+        """The request is over (response sent, or failed): count it, log it, end its span."""
+        record.status = status
+        now = time.monotonic()
+        m, model = self.metrics, record.model
+        m.requests.labels(model, record.endpoint, status).inc()
+        if record.prompt_tokens:
+            m.prompt_tokens.labels(model).inc(record.prompt_tokens)
+        if record.completion_tokens:
+            m.generation_tokens.labels(model).inc(record.completion_tokens)
+        if record.last_output_at is not None:
+            m.e2e.labels(model).observe(record.last_output_at - record.started)
+        ttft = None if record.first_output_at is None else record.first_output_at - record.started
+        if self.access_log:
+            log_access({
+                "request_id": record.request_id,
+                "protocol": record.protocol,
+                "endpoint": record.endpoint,
+                "model": model,
+                "status": status,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "latency_s": round(now - record.started, 6),
+                "ttft_s": None if ttft is None else round(ttft, 6),
+            })
+        self.tracer.end(record.span, {"turnout.request_id": record.request_id or "", "turnout.model": model,
+                                      "turnout.status": status})
