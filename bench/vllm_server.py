@@ -76,16 +76,9 @@ class VLLMServerProcess:
         return int(sum(float(v) for v in _RUNNING.findall(text)))
 
     def generation_tokens(self) -> int:
-        """Tokens generated so far (a counter updated with every engine output, unlike the running gauge,
-        which vLLM refreshes only with its periodic scheduler stats)."""
+        """Tokens vLLM has generated since it started, over all requests (its Prometheus counter)."""
         text = httpx.get(self.url + "/metrics", timeout=5).text
         return int(sum(float(v) for v in _GENERATED.findall(text)))
-
-    def is_generating(self, window_s: float = 0.3) -> int:
-        """1 while the engine is producing tokens, 0 once it has stopped."""
-        before = self.generation_tokens()
-        time.sleep(window_s)
-        return int(self.generation_tokens() > before)
 
     def log_tail(self, chars: int = 4000) -> str:
         self._log.flush()

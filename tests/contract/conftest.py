@@ -25,8 +25,11 @@ MODEL_NAME = "turnout-tiny"
 class Harness:
     kind: str
     backend: Backend
-    running: Callable[[], int]
+    running: Callable[[], int] | None
     """Sequences the serving engine is running now (to see that an abort reached it)."""
+    generated: Callable[[], int] | None = None
+    """For an upstream too fast to catch running (vLLM finishes 1,000 tokens in about a second): tokens it
+    has generated in total, to check that an aborted request stopped well short of its max_tokens."""
 
 
 def _hf(model_dir) -> tuple[Backend, Callable[[], int], Callable[[], None]]:
@@ -60,7 +63,7 @@ def _openai_vllm(model_dir):
 
     upstream = VLLMServerProcess(str(model_dir), MODEL_NAME, max_num_seqs=16).start()
     backend = OpenAIUpstreamBackend(OpenAIUpstreamConfig(url=upstream.base_url, model=MODEL_NAME))
-    return backend, upstream.is_generating, upstream.stop
+    return backend, None, upstream.stop, upstream.generation_tokens
 
 
 def _tgi(model_dir):
@@ -93,10 +96,10 @@ PARAMS = [TRTLLM_PARAM if kind == "trtllm" else kind for kind in FACTORIES]
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session", params=PARAMS)
 async def harness(request, bundled_model_dir):
-    backend, running, stop_upstream = FACTORIES[request.param](bundled_model_dir)
+    backend, running, stop_upstream, *generated = FACTORIES[request.param](bundled_model_dir)
     try:
         await backend.start()
-        yield Harness(request.param, backend, running)
+        yield Harness(request.param, backend, running, *generated)
     finally:
         await backend.close()
         stop_upstream()
