@@ -4,6 +4,7 @@ Subcommands:
   train-tokenizer      train the byte-level BPE tokenizer on the training split and save it
   pretrain             pretrain a tiny Llama into a directory (optionally with a given tokenizer)
   build-default-model  everything end to end into server/default_model/ (the bundled model)
+  dpo, distill, quantize  derive a new artifact from a model (tools/dpo.py, distill.py, quantize.py)
 """
 
 from __future__ import annotations
@@ -69,7 +70,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="output directory, replaced (default: %(default)s)",
     )
     _add_build_options(build)
+    for module in _derive_modules():
+        module.add_parser(sub)  # each sets `run` to its handler
     return parser
+
+
+def _derive_modules():
+    from tools import distill, dpo, quantize
+
+    return (dpo, distill, quantize)
 
 
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m tools") -> int:
     args = _parser(prog).parse_args(argv)
     command = shlex.join([*prog.split(), *argv])
     try:
+        if hasattr(args, "run"):
+            return args.run(args, command)
         if args.command == "train-tokenizer":
             return _train_tokenizer(args)
         return _pretrain(args, command)
