@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,15 +54,32 @@ def parent_manifest(model_dir: str | Path) -> dict[str, Any]:
         return {}
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create ``out``; refuse to write into a non-empty directory that is not a previous artifact."""
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not (root / MANIFEST_NAME).is_file():
-            raise FileExistsError(f"refusing to replace {str(root)!r}: not empty and holds no {MANIFEST_NAME}")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+def check_out_dir(out: str | Path) -> Path:
+    """Refuse early (before any training) to replace a non-empty directory that is not an artifact."""
+    root = Path(out).resolve()
+    if root.exists() and any(root.iterdir()) and not (root / MANIFEST_NAME).is_file():
+        raise FileExistsError(f"refusing to replace {str(root)!r}: not empty and holds no {MANIFEST_NAME}")
     return root
+
+
+@contextmanager
+def staged_output(out: str | Path) -> Iterator[Path]:
+    """A staging directory beside ``out`` that replaces ``out`` when the block succeeds.
+
+    A failed or interrupted run leaves ``out`` as it was. Refuses to replace a non-empty directory
+    that is not a previous artifact (it holds no manifest).
+    """
+    from tools.build import _swap_into_place
+
+    root = check_out_dir(out)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield staging
+        _swap_into_place(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
@@ -101,6 +121,7 @@ def write_derived_manifest(
     )
     info = {
         "name": name,
+        "created_utc": utc_now(),
         "base_model": parent_info.get("name") or str(Path(parent).resolve()),
         "lineage": lineage,
         "quantization": quantization,

@@ -145,7 +145,7 @@ def run_distill(
 
     options.validate()
     parent = derived.check_model_dir(teacher_dir)
-    out_dir = derived.prepare_out_dir(out)
+    derived.check_out_dir(out)
     started, started_utc = time.monotonic(), derived.utc_now()
     torch.set_num_threads(options.threads)
     tokenizer = AutoTokenizer.from_pretrained(parent)
@@ -195,45 +195,46 @@ def run_distill(
     bar.close()
     student.eval()
 
-    student.save_pretrained(out_dir, safe_serialization=True)
-    derived.copy_tokenizer_files(parent, out_dir)
-    reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
-    student_ppl = model_perplexity(reloaded, held_out, eval_len)
-    teacher_ppl = model_perplexity(teacher, held_out, eval_len)
-    metrics = {
-        "teacher_parameters": teacher_params,
-        "student_parameters": student_params,
-        "parameter_ratio": round(student_params / teacher_params, 4),
-        "held_out_perplexity": round(student_ppl, 3),
-        "teacher_held_out_perplexity": round(teacher_ppl, 3),
-        "perplexity_ratio": round(student_ppl / teacher_ppl, 4),
-        "scored_tokens": len(held_out) - 1,
-        "history": history,
-    }
-    arguments = {
-        "teacher": str(teacher_dir),
-        "data": str(data) if data else "corpus",
-        "student_config": str(config_file) if config_file else None,
-        **asdict(shape),
-        **asdict(options),
-    }
-    student_shape = {
-        k: getattr(config, k)
-        for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-    }
-    derived.write_derived_manifest(
-        out_dir,
-        parent,
-        name=out_dir.name,
-        tool="distill",
-        command=command,
-        arguments=arguments,
-        started_utc=started_utc,
-        started=started,
-        metrics=metrics,
-        extra={"model": {"architecture": type(student).__name__, "parameters": student_params, **student_shape}},
-    )
-    return {"out": str(out_dir.resolve()), "student": student_shape, **metrics}
+    with derived.staged_output(out) as out_dir:
+        student.save_pretrained(out_dir, safe_serialization=True)
+        derived.copy_tokenizer_files(parent, out_dir)
+        reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
+        student_ppl = model_perplexity(reloaded, held_out, eval_len)
+        teacher_ppl = model_perplexity(teacher, held_out, eval_len)
+        metrics = {
+            "teacher_parameters": teacher_params,
+            "student_parameters": student_params,
+            "parameter_ratio": round(student_params / teacher_params, 4),
+            "held_out_perplexity": round(student_ppl, 3),
+            "teacher_held_out_perplexity": round(teacher_ppl, 3),
+            "perplexity_ratio": round(student_ppl / teacher_ppl, 4),
+            "scored_tokens": len(held_out) - 1,
+            "history": history,
+        }
+        arguments = {
+            "teacher": str(teacher_dir),
+            "data": str(data) if data else "corpus",
+            "student_config": str(config_file) if config_file else None,
+            **asdict(shape),
+            **asdict(options),
+        }
+        student_shape = {
+            k: getattr(config, k)
+            for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+        }
+        derived.write_derived_manifest(
+            out_dir,
+            parent,
+            name=Path(out).name,
+            tool="distill",
+            command=command,
+            arguments=arguments,
+            started_utc=started_utc,
+            started=started,
+            metrics=metrics,
+            extra={"model": {"architecture": type(student).__name__, "parameters": student_params, **student_shape}},
+        )
+    return {"out": str(Path(out).resolve()), "student": student_shape, **metrics}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -74,7 +74,7 @@ def run_dpo(
     parent = derived.check_model_dir(model_dir)
     train_rows = derived.read_jsonl(data, ("prompt", "chosen", "rejected"))
     eval_rows = derived.read_jsonl(held_out, ("prompt", "chosen", "rejected")) if held_out else train_rows
-    out_dir = derived.prepare_out_dir(out)
+    derived.check_out_dir(out)
     started, started_utc = time.monotonic(), derived.utc_now()
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
@@ -123,23 +123,24 @@ def run_dpo(
     trained.eval()
     after = preference_accuracy(trained, tokenizer, eval_rows, reference_scores, options.beta)
 
-    trained.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    derived.copy_tokenizer_files(parent, out_dir)
-    metrics = {"held_out_before": before, "held_out_after": after, "loss_history": history}
-    arguments = {"model": str(model_dir), "data": str(data), "held_out": str(held_out), **asdict(options)}
-    manifest = derived.write_derived_manifest(
-        out_dir,
-        parent,
-        name=out_dir.name,
-        tool="dpo",
-        command=command,
-        arguments=arguments,
-        started_utc=started_utc,
-        started=started,
-        metrics=metrics,
-    )
-    return {"out": str(out_dir.resolve()), "name": manifest["name"], **metrics}
+    with derived.staged_output(out) as out_dir:
+        trained.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        derived.copy_tokenizer_files(parent, out_dir)
+        metrics = {"held_out_before": before, "held_out_after": after, "loss_history": history}
+        arguments = {"model": str(model_dir), "data": str(data), "held_out": str(held_out), **asdict(options)}
+        manifest = derived.write_derived_manifest(
+            out_dir,
+            parent,
+            name=Path(out).name,
+            tool="dpo",
+            command=command,
+            arguments=arguments,
+            started_utc=started_utc,
+            started=started,
+            metrics=metrics,
+        )
+    return {"out": str(Path(out).resolve()), "name": manifest["name"], **metrics}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -40,7 +40,7 @@ class QuantizeOptions:
     method: str = "int8"
     """int8 (torchao weight-only), nf4 (bitsandbytes 4-bit) or gptq (4-bit, calibrated)."""
     group_size: int = 64
-    """Weights per scale for gptq and nf4 (per output channel for int8)."""
+    """gptq: weights per scale (nf4 uses bitsandbytes' blocks of 64; int8 one scale per output channel)."""
     pad_multiple: int = -1
     """Zero-pad the feed-forward width to a multiple of this before quantizing (exact); -1: 64 for
     4-bit methods, none for int8; 0: never."""
@@ -153,12 +153,12 @@ def _quantize(source: Path, method: str, config, dtype):
 
 
 def _strip_calibration(out: Path) -> None:
-    """GPTQConfig serialises its calibration texts and tokenizer into config.json: keep the settings only."""
+    """GPTQConfig serialises its calibration texts and tokenizer into config.json: keep the settings only
+    (the manifest records where the calibration texts came from)."""
     path = out / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     quant = config.get("quantization_config") or {}
-    if isinstance(quant.get("dataset"), list):
-        quant["dataset"] = "turnout training corpus (pydoc_data topics)"
+    quant.pop("dataset", None)
     quant.pop("tokenizer", None)
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
@@ -193,7 +193,7 @@ def run_quantize(
 
     options.validate()
     parent = derived.check_model_dir(model_dir)
-    out_dir = derived.prepare_out_dir(out)
+    derived.check_out_dir(out)
     started, started_utc = time.monotonic(), derived.utc_now()
     torch.set_num_threads(options.threads)
     if not show_progress:
@@ -206,61 +206,67 @@ def run_quantize(
     config = _quantization_config(method, options, tokenizer, calibration)
     # GPTQ kernels and vLLM expect half-precision activations and scales; the others keep fp32 compute.
     dtype = torch.float16 if method == "gptq" else torch.float32
-    with tempfile.TemporaryDirectory(prefix="turnout-quantize-") as scratch:
-        source = parent
-        padded = None
-        if options.padding:
-            model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
-            padded = pad_feed_forward(model, options.padding)
-            if padded is not None:
-                source = Path(scratch)
-                model.save_pretrained(source)
-                derived.copy_tokenizer_files(parent, source)
-            del model
-        quantized = _quantize(source, method, config, dtype)
-        modules = quantized_modules(quantized)
-        quantized.save_pretrained(out_dir)
-    if method == "gptq":
-        _strip_calibration(out_dir)
-    derived.copy_tokenizer_files(parent, out_dir)
-    if not (out_dir / "tokenizer.json").is_file():
-        tokenizer.save_pretrained(out_dir)
+    with derived.staged_output(out) as out_dir:
+        with tempfile.TemporaryDirectory(prefix="turnout-quantize-") as scratch:
+            source = parent
+            padded = None
+            if options.padding:
+                model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+                padded = pad_feed_forward(model, options.padding)
+                if padded is not None:
+                    source = Path(scratch)
+                    model.save_pretrained(source)
+                    derived.copy_tokenizer_files(parent, source)
+                del model
+            quantized = _quantize(source, method, config, dtype)
+            modules = quantized_modules(quantized)
+            quantized.save_pretrained(out_dir)
+        if method == "gptq":
+            _strip_calibration(out_dir)
+        derived.copy_tokenizer_files(parent, out_dir)
+        if not (out_dir / "tokenizer.json").is_file():
+            tokenizer.save_pretrained(out_dir)
 
-    # Score what the server will load, loaded the way the HF backend loads it.
-    _, held_out, seq_len = derived.corpus_streams(tokenizer, parent, chat=False)
-    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-    ppl = model_perplexity(reloaded, held_out, seq_len)
-    parent_ppl = model_perplexity(AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32), held_out, seq_len)
-    metrics = {
-        "held_out_perplexity": round(ppl, 3),
-        "parent_held_out_perplexity": round(parent_ppl, 3),
-        "perplexity_change_pct": round(100 * (ppl / parent_ppl - 1), 2),
-        "weight_bytes": derived.directory_bytes(out_dir),
-        "parent_weight_bytes": derived.directory_bytes(parent),
-    }
-    quantization = {
-        "method": method,
-        "bits": BITS[method],
-        "group_size": options.group_size if method != "int8" else "per-channel",
-        "library": {"int8": "torchao", "nf4": "bitsandbytes", "gptq": "gptqmodel+optimum"}[method],
-        "padded_intermediate_size": padded,
-        "quantized_linear_layers": modules["quantized"],
-        "full_precision_modules": modules["full_precision"],
-    }
-    arguments = {"model": str(model_dir), **asdict(options)}
-    derived.write_derived_manifest(
-        out_dir,
-        parent,
-        name=out_dir.name,
-        tool="quantize",
-        command=command,
-        arguments=arguments,
-        started_utc=started_utc,
-        started=started,
-        metrics=metrics,
-        quantization=quantization,
-    )
-    return {"out": str(out_dir.resolve()), "quantization": quantization, **metrics}
+        # Score what the server will load, loaded the way the HF backend loads it.
+        _, held_out, seq_len = derived.corpus_streams(tokenizer, parent, chat=False)
+        reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+        ppl = model_perplexity(reloaded, held_out, seq_len)
+        parent_ppl = model_perplexity(AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32), held_out, seq_len)
+        metrics = {
+            "held_out_perplexity": round(ppl, 3),
+            "parent_held_out_perplexity": round(parent_ppl, 3),
+            "perplexity_change_pct": round(100 * (ppl / parent_ppl - 1), 2),
+            "weight_bytes": derived.directory_bytes(out_dir),
+            "parent_weight_bytes": derived.directory_bytes(parent),
+        }
+        quantization = {
+            "method": method,
+            "bits": BITS[method],
+            "group_size": {"int8": "per-channel", "nf4": 64, "gptq": options.group_size}[method],
+            "library": {"int8": "torchao", "nf4": "bitsandbytes", "gptq": "gptqmodel+optimum"}[method],
+            "padded_intermediate_size": padded,
+            "calibration": (
+                f"{options.calibration_samples} x {options.calibration_chars} characters of the training split"
+                if method == "gptq"
+                else None
+            ),
+            "quantized_linear_layers": modules["quantized"],
+            "full_precision_modules": modules["full_precision"],
+        }
+        arguments = {"model": str(model_dir), **asdict(options)}
+        derived.write_derived_manifest(
+            out_dir,
+            parent,
+            name=Path(out).name,
+            tool="quantize",
+            command=command,
+            arguments=arguments,
+            started_utc=started_utc,
+            started=started,
+            metrics=metrics,
+            quantization=quantization,
+        )
+    return {"out": str(Path(out).resolve()), "quantization": quantization, **metrics}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
