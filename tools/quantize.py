@@ -164,22 +164,19 @@ def _strip_calibration(out: Path) -> None:
 
 
 def quantized_modules(model) -> dict[str, list[str] | int]:
-    """Which linear layers hold quantized weights, and which stayed full precision."""
+    """How many linear layers hold quantized weights, and which weight modules stayed full precision."""
     import torch
 
-    quantized, kept = [], []
+    quantized, kept = 0, []
     for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        is_linear_like = isinstance(module, torch.nn.Linear) or hasattr(module, "qweight")
-        if not is_linear_like and weight is None:
-            continue
-        if hasattr(module, "qweight") or type(module).__module__.startswith(("bitsandbytes", "gptqmodel")):
-            quantized.append(name)
-        elif isinstance(module, torch.nn.Linear) and type(weight).__name__ != "Parameter":
-            quantized.append(name)  # torchao swaps the weight for a quantized tensor subclass
+        packed = hasattr(module, "qweight") or type(module).__module__.startswith(("bitsandbytes", "gptqmodel"))
+        # torchao keeps nn.Linear but swaps its weight for a quantized tensor subclass.
+        subclassed = isinstance(module, torch.nn.Linear) and type(module.weight) is not torch.nn.Parameter
+        if packed or subclassed:
+            quantized += 1
         elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
             kept.append(name)
-    return {"quantized": len(quantized), "full_precision": kept}
+    return {"quantized": quantized, "full_precision": kept}
 
 
 def run_quantize(
