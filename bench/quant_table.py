@@ -3,7 +3,7 @@
 Each method is made with `turnout tools quantize` (skipped when --reuse finds a finished artifact), then
 loaded by the HF backend (backends/hf, what `turnout serve --model DIR` runs) for a fixed workload:
 8 concurrent requests, 16-token prompts from the stdlib docs, 32 greedy output tokens each, EOS ignored,
-2 torch threads. Perplexity is scored on the held-out split of the model's manifest.
+2 torch threads, median of 5 batches. Perplexity is scored on the held-out split of the model's manifest.
 
     python -m bench.quant_table --work-dir /tmp/quant --out quant.json   # prints a markdown table too
 """
@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
 from pathlib import Path
 
 
-async def decode_speed(model_dir: Path, num_requests: int, prompt_tokens: int, max_tokens: int, threads: int) -> dict:
-    """Output tokens per second of the HF backend for one batch of concurrent greedy requests."""
+async def decode_speed(model_dir: Path, num_requests: int, prompt_tokens: int, max_tokens: int, threads: int,
+                       repeats: int) -> dict:
+    """Output tokens per second of the HF backend for a batch of concurrent greedy requests (median of
+    ``repeats`` batches: the machine is shared, so single runs are noisy)."""
     from backends.hf.backend import HFBackend
     from backends.hf.config import HFEngineConfig
     from backends.types import GenerateRequest, SamplingParams
@@ -42,14 +45,20 @@ async def decode_speed(model_dir: Path, num_requests: int, prompt_tokens: int, m
             return tokens, text
 
         await one(-1, prompts[0].token_ids)  # warm-up
-        start = time.perf_counter()
-        results = await asyncio.gather(*(one(i, p.token_ids) for i, p in enumerate(prompts)))
-        seconds = time.perf_counter() - start
+        rates, cpu_rates = [], []
+        for _ in range(repeats):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            results = await asyncio.gather(*(one(i, p.token_ids) for i, p in enumerate(prompts)))
+            tokens = sum(t for t, _ in results)
+            rates.append(tokens / (time.perf_counter() - start))
+            # Tokens per CPU-second of this process: far less sensitive to other jobs on a shared machine.
+            cpu_rates.append(tokens / (time.process_time() - cpu_start))
     finally:
         await backend.close()
-    tokens = sum(t for t, _ in results)
-    return {"output_tokens": tokens, "seconds": round(seconds, 3), "tok_per_s": round(tokens / seconds, 1),
-            "sample": results[0][1][:60], "lean_forward": lean_forward}
+    return {"output_tokens": sum(t for t, _ in results), "tok_per_s": round(statistics.median(rates), 1),
+            "tok_per_s_runs": [round(r, 1) for r in rates],
+            "tok_per_cpu_s": round(statistics.median(cpu_rates), 1), "sample": results[0][1][:60],
+            "lean_forward": lean_forward}
 
 
 def build_table(model: Path, work_dir: Path, methods: list[str], reuse: bool, speed_args: dict) -> list[dict]:
@@ -79,10 +88,11 @@ def build_table(model: Path, work_dir: Path, methods: list[str], reuse: bool, sp
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| method | held-out ppl | change vs fp32 | weights on disk | decode tok/s |", "|---|---|---|---|---|"]
+    lines = ["| method | held-out ppl | change vs fp32 | weights on disk | decode tok/s | tok per CPU-s |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['held_out_perplexity']:.3f} | {r['perplexity_change_pct']:+.2f}% | "
-                     f"{r['weight_bytes'] / 1e6:.2f} MB | {r['tok_per_s']:.1f} |")
+                     f"{r['weight_bytes'] / 1e6:.2f} MB | {r['tok_per_s']:.1f} | {r['tok_per_cpu_s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -96,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length (default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=32, help="output tokens each (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed batches; the median counts (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.model is None:
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model = Path(default_model_dir())
     speed_args = {"num_requests": args.requests, "prompt_tokens": args.prompt_tokens,
-                  "max_tokens": args.max_tokens, "threads": args.threads}
+                  "max_tokens": args.max_tokens, "threads": args.threads, "repeats": args.repeats}
     rows = build_table(args.model, args.work_dir, args.methods.split(","), args.reuse, speed_args)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

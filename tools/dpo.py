@@ -30,6 +30,9 @@ class DPOOptions:
     """Peak learning rate (LoRA wants a larger one than full fine-tuning)."""
     beta: float = 0.1
     """DPO temperature: how far the policy may move from the reference."""
+    sft_weight: float = 0.0
+    """Weight of an added negative log-likelihood term on the chosen replies (RPO-style; 0: pure DPO).
+    It keeps free generation fluent while the preference margin grows."""
     lora: bool = True
     """Train LoRA adapters (merged into the saved model) instead of every weight."""
     lora_r: int = 16
@@ -51,6 +54,8 @@ class DPOOptions:
             raise ValueError(f"lr must be in (0, 1), got {self.lr!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta!r}")
+        if self.sft_weight < 0:
+            raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight!r}")
 
 
 def run_dpo(
@@ -100,6 +105,8 @@ def run_dpo(
             lr_scheduler_type="cosine",
             warmup_steps=max(1, options.steps // 10),
             beta=options.beta,
+            loss_type=["sigmoid", "sft"] if options.sft_weight else ["sigmoid"],
+            loss_weights=[1.0, options.sft_weight] if options.sft_weight else None,
             max_length=options.max_length,
             logging_steps=max(1, options.steps // 10),
             save_strategy="no",
