@@ -7,6 +7,7 @@ Subcommands:
   finetune             supervised fine-tuning (lora, qlora, full) on JSONL, evaluated before and after
   merge                fold a LoRA adapter into its base model
   inspect              print an artifact's manifest and check its files
+  dpo, distill, quantize  derive a new artifact from a model (tools/dpo.py, distill.py, quantize.py)
 """
 
 from __future__ import annotations
@@ -76,7 +77,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     _add_build_options(build)
     _add_artifact_commands(sub)
+    for module in _derive_modules():
+        module.add_parser(sub)  # each sets `run` to its handler
     return parser
+
+
+def _derive_modules():
+    from tools import distill, dpo, quantize
+
+    return (dpo, distill, quantize)
 
 
 def _add_artifact_commands(sub) -> None:
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m tools") -> int:
     args = _parser(prog).parse_args(argv)
     command = shlex.join([*prog.split(), *argv])
     try:
+        if hasattr(args, "run"):
+            return args.run(args, command)
         if args.command == "train-tokenizer":
             return _train_tokenizer(args)
         if args.command == "finetune":

@@ -27,6 +27,8 @@ def supports(model) -> bool:
         and not sliding
         and not getattr(config, "mlp_bias", False)
         and model.config._attn_implementation == "sdpa"
+        # Quantized layers (bitsandbytes, GPTQ, torchao) keep packed weights that only their own forward reads.
+        and getattr(config, "quantization_config", None) is None
     )
 
 

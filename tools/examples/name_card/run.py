@@ -1,5 +1,5 @@
-"""The name-card example end to end: data -> LoRA fine-tune (evaluated before/after) -> merge -> (quantize)
--> serve the merged model -> ask it with the `openai` client.
+"""The name-card example end to end: data -> LoRA fine-tune (evaluated before/after) -> merge -> quantize
+(int8) -> serve the merged, quantized model -> ask it every held-out question with the `openai` client.
 
     python -m tools.examples.name_card.run [--work DIR] [--epochs N]
 
@@ -9,7 +9,6 @@ Every step is the command a user would type (printed before it runs), so this sc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -40,9 +39,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ask(serve_args: list[str], models: list[str], question: str, timeout: float = 180.0) -> dict[str, str]:
-    """Start `turnout serve` with ``serve_args``, ask each of ``models`` one chat question, stop the server;
-    return {model: answer}."""
+def _ask(serve_args: list[str], models: list[str], questions: list[str], timeout: float = 180.0
+         ) -> dict[str, list[str]]:
+    """Start `turnout serve` with ``serve_args``, ask each of ``models`` the chat questions, stop the server;
+    return {model: answers}."""
     import httpx
     import openai
 
@@ -62,11 +62,13 @@ def _ask(serve_args: list[str], models: list[str], question: str, timeout: float
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.3)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        answers = {}
+        answers: dict[str, list[str]] = {}
         for model in models:
-            reply = client.chat.completions.create(model=model, temperature=0, max_tokens=24,
-                                                   messages=[{"role": "user", "content": question}])
-            answers[model] = reply.choices[0].message.content
+            answers[model] = [
+                client.chat.completions.create(model=model, temperature=0, max_tokens=24,
+                                               messages=[{"role": "user", "content": q}]).choices[0].message.content
+                for q in questions
+            ]
         return answers
     finally:
         server.terminate()
@@ -102,26 +104,24 @@ def main() -> int:
     if args.method != "full":
         _run(_tools("merge", "--base", str(args.base), "--adapter", str(adapter), "--out", str(merged)))
         serve_dir = merged
-    if importlib.util.find_spec("tools.quantize") is not None:
-        try:
-            _run(_tools("quantize", "--model", str(serve_dir), "--out", str(quantized)))
-            print(f"quantized artifact in {quantized} (served below: the merged one)")
-        except subprocess.CalledProcessError as exc:
-            print(f"\nnote: `turnout tools quantize` failed ({exc}); skipping the quantize step")
-    else:
-        print("\nnote: this tree has no `turnout tools quantize` yet; skipping the quantize step")
-    _run(_tools("inspect", str(serve_dir)))
+    _run(_tools("quantize", "--model", str(serve_dir), "--out", str(quantized), "--method", "int8"))
+    _run(_tools("inspect", str(quantized)))
 
-    first = json.loads(open(held_out).readline())["messages"]
-    question, reference = first[0]["content"], first[1]["content"]
-    answers = _ask(["--model", str(serve_dir), "--served-model-name", SERVED_NAME], [SERVED_NAME], question)
-    print(f"\nQ: {question}\nA ({SERVED_NAME}, merged): {answers[SERVED_NAME]}\n(reference: {reference})")
+    records = [json.loads(line)["messages"] for line in open(held_out)]
+    questions, references = [r[0]["content"] for r in records], [r[1]["content"] for r in records]
+    answers = _ask(["--model", str(quantized), "--served-model-name", SERVED_NAME], [SERVED_NAME], questions)
+    served = answers[SERVED_NAME]
+    exact = sum(a.strip() == r.strip() for a, r in zip(served, references, strict=True)) / len(references)
+    print(f"\nQ: {questions[0]}\nA ({SERVED_NAME}, merged + int8, served): {served[0]}\n"
+          f"(reference: {references[0]})")
+    print(f"served merged + int8 artifact, held-out exact match over the OpenAI API: {exact:.0%} "
+          f"({len(references)} questions)")
     if args.method != "full":
         # The same adapter without merging, next to its base, in one server.
         answers = _ask(["--model", str(args.base), "--served-model-name", "base", "--lora",
-                        f"{SERVED_NAME}-lora={adapter}"], ["base", f"{SERVED_NAME}-lora"], question)
+                        f"{SERVED_NAME}-lora={adapter}"], ["base", f"{SERVED_NAME}-lora"], questions[:1])
         for model, answer in answers.items():
-            print(f"A ({model}): {answer!r}")
+            print(f"A ({model}): {answer[0]!r}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""A synthetic preference set whose preferred behaviour a script can check."""
