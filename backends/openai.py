@@ -219,21 +219,31 @@ class OpenAIUpstreamBackend(Backend):
                     except ValueError:
                         payload = raw.decode(errors="replace")
                     raise upstream_error(response.status_code, payload)
-                async for delta in _deltas(response.aiter_lines(), chat):
+                async for delta in _deltas(sse_data(response.aiter_bytes()), chat):
                     yield delta
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream {self.config.url}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _deltas(lines: AsyncIterator[str], chat: bool) -> AsyncIterator[OutputDelta]:
-    """Parse the upstream SSE stream. A choice's finishing delta is held back until the usage chunk
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The `data:` payloads of a server-sent-event byte stream, split on blank lines (cheaper than
+    decoding line by line: this runs once per token)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+        *events, pending = pending.split(b"\n\n")
+        for event in events:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    yield line[5:].strip()
+
+
+async def _deltas(payloads: AsyncIterator[bytes], chat: bool) -> AsyncIterator[OutputDelta]:
+    """Parse the upstream SSE payloads. A choice's finishing delta is held back until the usage chunk
     (which follows every finish) so that usage rides on the request's last delta, as the contract says."""
     held: OutputDelta | None = None
-    async for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+    async for data in payloads:
+        if data == b"[DONE]":
             break
         chunk = json.loads(data)
         if "error" in chunk:

@@ -62,6 +62,7 @@ class Telemetry:
         metrics = self.metrics
         backend_span = self.tracer.start("backend", record.span, {"turnout.request_id": request.request_id})
         stream_span = None
+        itl = metrics.itl.labels(record.model)  # labelled once: this loop runs per token
         last_by_choice: dict[int, float] = {}
         streamed_tokens, usage = 0, None
         error = None
@@ -77,7 +78,7 @@ class Telemetry:
                         stream_span = self.tracer.start("stream", record.span)
                     previous = last_by_choice.get(delta.index)
                     if previous is not None:
-                        metrics.itl.labels(record.model).observe(now - previous)
+                        itl.observe(now - previous)
                     last_by_choice[delta.index] = record.last_output_at = now
                     streamed_tokens += len(delta.token_ids)
                     if delta.usage is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from starlette.responses import StreamingResponse
@@ -42,9 +44,46 @@ async def _ending_in_error_event(events):
         yield DONE
 
 
+async def coalesced(chunks):
+    """Send what is ready together: each socket write costs far more than encoding a chunk, and when the
+    backend delivers tokens in bursts (remote upstreams, several choices) one write per burst is enough.
+    The producer runs one item ahead in its own task; a lone chunk is written as soon as it exists."""
+    queue: asyncio.Queue = asyncio.Queue()
+    end = object()
+
+    async def produce() -> None:
+        try:
+            async for chunk in chunks:
+                queue.put_nowait(chunk)
+        except BaseException as exc:  # handed to the consumer, which re-raises it in the response
+            queue.put_nowait(exc)
+            return
+        queue.put_nowait(end)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            done = batch[-1] is end or isinstance(batch[-1], BaseException)
+            data = b"".join(c for c in (batch[:-1] if done else batch))
+            if data:
+                yield data
+            if done:
+                if isinstance(batch[-1], BaseException):
+                    raise batch[-1]
+                return
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+        await chunks.aclose()
+
+
 def response(events) -> StreamingResponse:
     return StreamingResponse(
-        _ending_in_error_event(events),
+        coalesced(_ending_in_error_event(events)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
