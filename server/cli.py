@@ -122,10 +122,10 @@ def _name_and_dir(spec: str) -> tuple[str, str]:
     return name, directory
 
 
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.access_log import configure_logging
     from server.app import build_app
     from server.config import ConfigError, load_config
     from server.observe import Telemetry
@@ -139,6 +139,8 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError, TracingUnavailable) as exc:
         print(f"turnout serve: {exc}", file=sys.stderr)
         return 2
+    # Only once the command line holds: a refused one leaves the caller's logging alone.
+    configure_logging(args.log_level, args.log_format)
     app = build_app(router, Telemetry(tracer=tracer), grpc_port=args.grpc_port, grpc_host=args.host)
     # Our access log (server/observe.py) replaces uvicorn's; log_config=None keeps our log format.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
@@ -157,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     sub.add_parser("tools", help="offline tools: tokenizer training, pretraining, ... (turnout tools --help)")
     args = parser.parse_args(argv)
-    from server.access_log import configure_logging
-
-    configure_logging(args.log_level, args.log_format)
     return serve(args)
 
 
