@@ -69,3 +69,20 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def wait_ready(port: int, proc, timeout: float = 120.0, log_path=None) -> None:
+    """Block until a `turnout serve` child answers GET /ready; fail with its log if it dies or stalls."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log = open(log_path, errors="replace").read()[-4000:] if log_path else ""
+            raise AssertionError(f"server did not become ready:\n{log}")
+        time.sleep(0.2)

@@ -83,11 +83,16 @@ class IncrementalDetokenizer:
         return delta
 
     def _partial_stop_length(self) -> int:
-        """Length of the longest tail of the text that is the beginning of some stop string."""
-        longest = 0
-        for stop in self.stop:
-            for size in range(min(len(stop) - 1, len(self._text)), longest, -1):
-                if self._text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest
+        return partial_stop_length(self._text, self.stop)
+
+
+def partial_stop_length(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that is the beginning of some stop string (text to hold back,
+    since the next tokens may complete the stop string)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest

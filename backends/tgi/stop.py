@@ -7,6 +7,8 @@ here: a tail that could still become a stop string is held back, and at a match 
 
 from __future__ import annotations
 
+from backends.hf.detokenizer import partial_stop_length
+
 
 class StopMatcher:
     def __init__(self, stop: list[str]):
@@ -41,10 +43,4 @@ class StopMatcher:
         return out
 
     def _partial_stop_length(self) -> int:
-        longest = 0
-        for stop in self.stop:
-            for size in range(min(len(stop) - 1, len(self._text)), longest, -1):
-                if self._text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest
+        return partial_stop_length(self._text, self.stop)

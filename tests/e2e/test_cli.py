@@ -3,12 +3,10 @@
 import os
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 
-from tests.server_thread import free_port
+from tests.server_thread import free_port, wait_ready
 
 
 def test_help_explains_the_options():
@@ -27,19 +25,11 @@ def test_bad_option_value_is_refused_with_the_value_quoted():
 def test_serve_bundled_model_from_any_directory(tmp_path, bundled_model_dir):
     port = free_port()
     turnout = os.path.join(os.path.dirname(sys.executable), "turnout")  # the installed console script
-    proc = subprocess.Popen([turnout, "serve", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([turnout, "serve", "--port", str(port)], cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not become ready:\n{proc.stdout.read()}")
-            time.sleep(0.2)
+        wait_ready(port, proc, log_path=tmp_path / "server.log")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         assert [m.id for m in client.models.list().data] == ["turnout-tiny"]
         out = client.chat.completions.create(model="turnout-tiny", max_tokens=8,

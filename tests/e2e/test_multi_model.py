@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 import pytest
 import torch
@@ -16,7 +14,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.models import make_random_model, make_tokenizer
-from tests.server_thread import free_port
+from tests.server_thread import free_port, wait_ready
 
 PROMPT = "The for statement"
 
@@ -70,22 +68,12 @@ def two_model_server(tmp_path_factory, bundled_model_dir):
     (root / "models.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
     turnout = os.path.join(os.path.dirname(sys.executable), "turnout")
-    log = open(root / "server.log", "w+")
+    log = open(root / "server.log", "w")
     proc = subprocess.Popen([turnout, "serve", "--config", str(root / "models.yaml"), "--port", str(port),
                              "--log-level", "warning"], cwd=root, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "VLLM_CACHE_ROOT": str(root / "vllm-cache")})
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise AssertionError(f"server did not become ready:\n{log.read()[-4000:]}")
-            time.sleep(0.5)
+        wait_ready(port, proc, timeout=300, log_path=root / "server.log")
         yield f"http://127.0.0.1:{port}/v1", other, lora
     finally:
         proc.terminate()

@@ -3,14 +3,13 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.server_thread import free_port
+from tests.server_thread import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,16 +37,7 @@ def test_one_process_serves_http_and_grpc_with_json_logs(tmp_path):
                              str(grpc_port), "--log-format", "json", "--num-threads", "1"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not become ready:\n{(tmp_path / 'stderr').read_text()}")
-            time.sleep(0.2)
+        wait_ready(port, proc, log_path=tmp_path / "stderr")
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
         status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
         assert status == health_pb2.HealthCheckResponse.SERVING
