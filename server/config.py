@@ -19,6 +19,10 @@ Example (YAML)::
         options: {url: http://127.0.0.1:8001/v1, model: turnout-tiny}
 
 Every field is checked when the file is read; a bad value is quoted in the error.
+
+A fallback model receives the request as the front end prepared it for the primary: chat and token-id
+prompts already rendered with the primary's tokenizer. Fall back only to models that share it (replicas
+of the same weights elsewhere, or a remote server of the same model).
 """
 
 from __future__ import annotations
