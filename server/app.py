@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 
@@ -68,11 +67,6 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
     async def lifespan(app: Starlette):
         started = time.monotonic()
         await router.start()
-        # Everything loaded so far (modules, model, tokenizer) lives as long as the server: take it out of
-        # the cyclic GC's view, so full collections scan only request garbage instead of pausing serving
-        # for the whole heap (vLLM's servers do the same).
-        gc.collect()
-        gc.freeze()
         grpc_server = None
         if grpc_port:
             from server.grpc.server import GrpcServer
