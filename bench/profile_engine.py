@@ -20,6 +20,8 @@ from collections import defaultdict
 
 import torch
 
+from bench.sampling_bench import MODES as SAMPLING_MODES
+
 
 class PhaseTimer:
     """Wraps methods of live objects so each call's wall time is added to a named phase."""
@@ -41,6 +43,24 @@ class PhaseTimer:
 
         setattr(obj, method, timed)
 
+    def wrap_callable(self, obj, attribute: str, phase: str) -> None:
+        """Time calls of a callable object held in `obj.attribute` (its other attributes pass through)."""
+        timer, inner = self, getattr(obj, attribute)
+
+        class Timed:
+            def __call__(self, *args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    timer.seconds[phase] += time.perf_counter() - start
+                    timer.calls[phase] += 1
+
+            def __getattr__(self, name):
+                return getattr(inner, name)
+
+        setattr(obj, attribute, Timed())
+
 
 def build_core(model_dir: str, max_num_seqs: int, dtype: str, attn: str, threads: int):
     """The engine core exactly as `HFBackend.start` builds it (same loader, same scheduler config)."""
@@ -59,11 +79,11 @@ def build_core(model_dir: str, max_num_seqs: int, dtype: str, attn: str, threads
                       loaded.eos_token_ids, loaded.pad_token_id), loaded.tokenizer
 
 
-def make_sequences(prompts: list[list[int]], output_tokens: int, tag: str):
+def make_sequences(prompts: list[list[int]], output_tokens: int, tag: str, sampling: dict | None = None):
     from backends.hf.sequence import Sequence
     from backends.types import SamplingParams
 
-    params = SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=output_tokens, ignore_eos=True, **(sampling or {"temperature": 0.0}))
     return [[Sequence(f"{tag}-{i}", list(p), params)] for i, p in enumerate(prompts)]
 
 
@@ -91,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
     p.add_argument("--top", type=int, default=25, help="functions to list from cProfile")
+    p.add_argument("--mode", default="greedy", choices=sorted(SAMPLING_MODES),
+                   help="decoding parameters of every request (the sampling benchmark's two modes)")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f"--batch must be >= 1, got {args.batch}")
@@ -99,14 +121,18 @@ def main(argv: list[str] | None = None) -> int:
 
     core, tokenizer = build_core(args.model, args.batch, args.dtype, args.attn_implementation, args.threads)
     prompts = [q.token_ids for q in from_tokenizer(tokenizer, 2 * args.batch, args.prompt_tokens)]
-    run_all(core, make_sequences(prompts[args.batch:], args.output_tokens, "warmup"))
+    sampling = SAMPLING_MODES[args.mode]
+    run_all(core, make_sequences(prompts[args.batch:], args.output_tokens, "warmup", sampling))
 
     timer = PhaseTimer()
     timer.wrap(core.scheduler, "schedule", "schedule")
     timer.wrap(core.runner, "execute", "forward (runner.execute)")
-    timer.wrap(core, "sampler", "sample")
+    import backends.hf.core as core_module
+
+    timer.wrap_callable(core, "sampler", "sample")
+    timer.wrap(core_module, "sampled_logprobs", "logprobs")
     timer.wrap(core, "_postprocess", "postprocess (detokenize, finish)")
-    wall, steps, tokens = run_all(core, make_sequences(prompts[: args.batch], args.output_tokens, "timed"))
+    wall, steps, tokens = run_all(core, make_sequences(prompts[: args.batch], args.output_tokens, "timed", sampling))
     decode_steps = sorted(steps[1:-1]) or steps
     print(f"batch {args.batch}: {tokens} tokens in {wall:.3f} s = {tokens / wall:.1f} tok/s over {len(steps)} steps; "
           f"median step {1000 * decode_steps[len(decode_steps) // 2]:.2f} ms")
@@ -115,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     profiler = cProfile.Profile()
     profiler.enable()
-    run_all(core, make_sequences(prompts[: args.batch], args.output_tokens, "profiled"))
+    run_all(core, make_sequences(prompts[: args.batch], args.output_tokens, "profiled", sampling))
     profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.top)
