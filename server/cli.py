@@ -149,6 +149,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tools.quiet import quiet_import_warnings
+
+    quiet_import_warnings()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "tools":
         from tools.cli import main as tools_main
