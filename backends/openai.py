@@ -120,10 +120,7 @@ def request_body(request: GenerateRequest, model: str, return_token_ids: bool) -
         "skip_special_tokens": p.skip_special_tokens,
     }
     for key, value in optional.items():
-        default = getattr(defaults, key)
-        if isinstance(default, dict | list):
-            default = type(value)(default)
-        if value != default:
+        if value != getattr(defaults, key):  # only what differs, so plain OpenAI upstreams take plain requests
             body[key] = value
     if return_token_ids:
         body["return_token_ids"] = True

@@ -19,7 +19,6 @@ import httpx
 
 from bench.server_process import free_port
 
-_RUNNING = re.compile(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", re.M)
 _GENERATED = re.compile(r"^vllm:generation_tokens_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
@@ -70,10 +69,6 @@ class VLLMServerProcess:
             time.sleep(0.5)
         self.startup_s = time.perf_counter() - start
         return self
-
-    def num_running(self) -> int:
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        return int(sum(float(v) for v in _RUNNING.findall(text)))
 
     def generation_tokens(self) -> int:
         """Tokens vLLM has generated since it started, over all requests (its Prometheus counter)."""

@@ -116,51 +116,32 @@ class ModelPool(Backend):
                 replica.outstanding += 1
                 stream = replica.backend.generate(request)
                 try:
-                    if request.buffered:  # nothing is sent before the end: any failure can be retried
-                        try:
-                            deltas = [delta async for delta in stream]
-                        except _REQUEST_ERRORS:
-                            raise
-                        except Overloaded as exc:  # busy, not broken: try another, count nothing against it
-                            last_error = exc
-                            continue
-                        except Exception as exc:
-                            logger.warning("replica %s failed (%s); retrying the buffered request elsewhere",
-                                           replica.name, exc)
-                            pool._record(replica, exc)
-                            last_error = exc
-                            continue
-                        pool._record(replica, None)
-                        for delta in deltas:
-                            yield delta
-                        return
                     try:
-                        first = await anext(stream)
-                    except StopAsyncIteration:
-                        pool._record(replica, None)
-                        return
+                        opening = await _opening(stream, request.buffered)
                     except _REQUEST_ERRORS:
                         raise
-                    except Overloaded as exc:
+                    except Overloaded as exc:  # busy, not broken: try another, count nothing against it
                         last_error = exc
                         continue
                     except Exception as exc:
-                        logger.warning("replica %s failed before the first token (%s); trying another",
+                        logger.warning("replica %s failed before anything was sent (%s); trying another",
                                        replica.name, exc)
                         pool._record(replica, exc)
                         last_error = exc
                         continue
-                    yield first
-                    try:
-                        async for delta in stream:
-                            yield delta
-                    except _REQUEST_ERRORS:
-                        raise
-                    except Exception as exc:
-                        pool._record(replica, exc)
-                        raise StreamInterrupted(
-                            f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
-                        ) from exc
+                    for delta in opening:
+                        yield delta
+                    if opening and not request.buffered:
+                        try:
+                            async for delta in stream:
+                                yield delta
+                        except _REQUEST_ERRORS:
+                            raise
+                        except Exception as exc:
+                            pool._record(replica, exc)
+                            raise StreamInterrupted(
+                                f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
+                            ) from exc
                     pool._record(replica, None)
                     return
                 finally:
@@ -212,6 +193,17 @@ class ModelPool(Backend):
             replica.healthy = ok
 
         await asyncio.gather(*(check(r) for r in self.replicas))
+
+
+async def _opening(stream: AsyncIterator[OutputDelta], buffered: bool) -> list[OutputDelta]:
+    """What must arrive before anything is sent, so a failure up to here can move to another replica: the
+    whole answer of a buffered request, else the first delta (nothing when the stream is empty)."""
+    if buffered:
+        return [delta async for delta in stream]
+    try:
+        return [await anext(stream)]
+    except StopAsyncIteration:
+        return []
 
 
 class AdapterView(Backend):

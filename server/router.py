@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from backends.base import Backend
 from backends.errors import ModelNotFound
@@ -83,8 +84,6 @@ class Router:
 
     def replica_health(self) -> dict[str, dict[str, bool]]:
         """{model: {replica name: available}} for readiness and metrics."""
-        import time
-
         now = time.monotonic()
         return {name: {r.name: r.available(now) for r in pool.replicas} for name, pool in self.pools.items()}
 

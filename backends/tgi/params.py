@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from backends.errors import InvalidRequest
 from backends.types import SamplingParams
+from backends.validation import check_sampling
 
 # (parameter, is it asked for) — none of these has a TGI counterpart.
 _UNSUPPORTED = (
@@ -25,14 +26,7 @@ MAX_SEED = 2**64 - 1
 
 
 def check_supported(params: SamplingParams) -> None:
-    try:
-        params.validate()
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-    for name, used in _UNSUPPORTED:
-        if used(params):
-            raise InvalidRequest(f"{name} is not supported by the tgi backend: TGI's API has no such parameter",
-                                 param=name)
+    check_sampling(params, _UNSUPPORTED, "tgi")
     if params.seed is not None and not 0 <= params.seed <= MAX_SEED - params.n:
         raise InvalidRequest(f"seed must be in [0, 2**64 - n) for the tgi backend, got {params.seed}", param="seed")
 
