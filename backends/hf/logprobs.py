@@ -24,16 +24,21 @@ def sampled_logprobs(logits: torch.Tensor, seqs: list[Sequence], tokens: list[in
     result: list[TokenLogprob | None] = [None] * len(seqs)
     if not rows:
         return result
-    logprobs = torch.log_softmax(logits[rows].float(), dim=-1)
+    if len(rows) < len(seqs):
+        logits = logits[rows]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
     chosen = logprobs.gather(1, torch.tensor([tokens[i] for i in rows]).unsqueeze(1)).squeeze(1).tolist()
     k = max(seqs[i].sampling.logprobs or 0 for i in rows)
-    top_values, top_ids = logprobs.topk(k, dim=-1) if k else (None, None)
+    # One conversion to Python lists for the whole batch: per-row `.tolist()` calls cost more than the topk.
+    top_ids: list[list[int]] = []
+    top_values: list[list[float]] = []
+    if k:
+        values, ids = logprobs.topk(k, dim=-1)
+        top_ids, top_values = ids.tolist(), values.tolist()
     for j, i in enumerate(rows):
-        top: list[TopLogprob] = []
         wanted = seqs[i].sampling.logprobs or 0
-        if wanted:
-            ids, values = top_ids[j, :wanted].tolist(), top_values[j, :wanted].tolist()
-            top = [TopLogprob(t, token_text(t), v) for t, v in zip(ids, values, strict=True)]
+        top = [TopLogprob(t, token_text(t), v) for t, v in zip(top_ids[j][:wanted], top_values[j][:wanted],
+                                                               strict=True)] if wanted else []
         result[i] = TokenLogprob(tokens[i], token_text(tokens[i]), chosen[j], top)
     return result
 

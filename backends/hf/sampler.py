@@ -19,70 +19,88 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)
 
 
-class TokenCounts:
-    """Token statistics for the penalties, one row per sequence in two shared matrices: `seen` (prompt or
-    output, for the repetition penalty) and `output` counts (for presence/frequency). Each step adds only
-    the new tokens of all rows in one indexed update, instead of recounting every sequence."""
+class TokenHistory:
+    """Each sequence's tokens for the penalties, as rows of two id tables: every token (prompt and output,
+    for the repetition penalty) and output tokens only (presence and frequency). Each step appends only the
+    new tokens of all rows in one indexed write. The penalties then gather and scatter at these ids, a few
+    hundred per row, instead of rewriting the whole [batch, vocab] logits several times.
 
-    def __init__(self, vocab: int, rows: int = 64):
-        self.seen = torch.zeros((rows, vocab), dtype=torch.bool)
-        self.output = torch.zeros((rows, vocab), dtype=torch.int32)
+    Unused cells hold `pad_id`, one past the vocabulary: the penalties work on logits with one spare
+    column there, so padding lands in a column that is thrown away."""
+
+    def __init__(self, pad_id: int, rows: int = 64, width: int = 256):
+        self.pad_id = pad_id
+        self.all_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        self.output_ids = torch.full((rows, width), pad_id, dtype=torch.long)
         self._free = list(range(rows - 1, -1, -1))
         self._row: dict[Sequence, int] = {}
-        self._counted: dict[Sequence, int] = {}
+        self._written: dict[Sequence, int] = {}  # tokens of the sequence already in all_ids
 
-    def rows(self, seqs: list[Sequence]) -> torch.Tensor:
-        """The rows of these sequences, brought up to date with their tokens so far."""
-        new_rows: list[int] = []
-        new_tokens: list[int] = []
-        rows = []
+    def rows(self, seqs: list[Sequence]) -> tuple[torch.Tensor, int, int]:
+        """The rows of these sequences, brought up to date with their tokens so far, and the widths that
+        hold every row's tokens: (rows, width of all tokens, width of output tokens)."""
+        longest = max(len(seq.token_ids) for seq in seqs)
+        if longest > self.all_ids.shape[1]:
+            self._widen(longest)
+        every: tuple[list[int], list[int], list[int]] = ([], [], [])  # new cells of all_ids: row, column, token
+        output: tuple[list[int], list[int], list[int]] = ([], [], [])  # and of output_ids
+        rows, all_width, output_width = [], 0, 0
         for seq in seqs:
             row = self._row.get(seq)
             if row is None:
                 row = self._assign(seq)
-            counted = self._counted[seq]
-            fresh = seq.token_ids[seq.num_prompt_tokens + counted :]
-            if fresh:
-                new_rows.extend([row] * len(fresh))
-                new_tokens.extend(fresh)
-                self._counted[seq] = counted + len(fresh)
+            tokens, prompt_length = seq.token_ids, seq.num_prompt_tokens
+            for column in range(self._written[seq], len(tokens)):
+                token = tokens[column]
+                every[0].append(row), every[1].append(column), every[2].append(token)
+                if column >= prompt_length:
+                    output[0].append(row), output[1].append(column - prompt_length), output[2].append(token)
+            self._written[seq] = len(tokens)
             rows.append(row)
-        if new_tokens:
-            index = (torch.tensor(new_rows), torch.tensor(new_tokens))
-            self.output.index_put_(index, torch.ones(len(new_tokens), dtype=torch.int32), accumulate=True)
-            self.seen[index] = True
-        return torch.tensor(rows)
+            all_width = max(all_width, len(tokens))
+            output_width = max(output_width, len(tokens) - prompt_length)
+        for table, cells in ((self.all_ids, every), (self.output_ids, output)):
+            if cells[0]:
+                table[torch.tensor(cells[0]), torch.tensor(cells[1])] = torch.tensor(cells[2])
+        return torch.tensor(rows), all_width, output_width
 
     def release(self, seq: Sequence) -> None:
         row = self._row.pop(seq, None)
         if row is not None:
-            self._counted.pop(seq)
+            self._written.pop(seq)
             self._free.append(row)
 
     def _assign(self, seq: Sequence) -> int:
         if not self._free:  # grow: twice the rows
-            size = self.seen.shape[0]
-            self.seen = torch.cat([self.seen, torch.zeros_like(self.seen)])
-            self.output = torch.cat([self.output, torch.zeros_like(self.output)])
+            size = self.all_ids.shape[0]
+            self.all_ids = torch.cat([self.all_ids, torch.full_like(self.all_ids, self.pad_id)])
+            self.output_ids = torch.cat([self.output_ids, torch.full_like(self.output_ids, self.pad_id)])
             self._free = list(range(2 * size - 1, size - 1, -1))
         row = self._free.pop()
-        self.seen[row] = False
-        self.output[row] = 0
-        self.seen[row, torch.tensor(seq.prompt_token_ids, dtype=torch.long)] = True
+        self.all_ids[row] = self.pad_id
+        self.output_ids[row] = self.pad_id
         self._row[seq] = row
-        self._counted[seq] = 0
+        self._written[seq] = 0
         return row
+
+    def _widen(self, needed: int) -> None:
+        width = self.all_ids.shape[1]
+        while width < needed:
+            width *= 2
+        pad = width - self.all_ids.shape[1]
+        self.all_ids = torch.nn.functional.pad(self.all_ids, (0, pad), value=self.pad_id)
+        self.output_ids = torch.nn.functional.pad(self.output_ids, (0, pad), value=self.pad_id)
 
 
 class Sampler:
     def __init__(self, eos_token_ids: list[int]):
         self.eos_token_ids = eos_token_ids
-        self._counts: TokenCounts | None = None  # made on first use of a penalty
+        self._history: TokenHistory | None = None  # made on first use of a penalty
 
     def release(self, seq: Sequence) -> None:
         """Forget a finished sequence's penalty statistics."""
-        if self._counts is not None:
-            self._counts.release(seq)
+        if self._history is not None:
+            self._history.release(seq)
 
     @torch.inference_mode()
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
@@ -129,21 +147,27 @@ class Sampler:
         min_tokens = any(seq.num_output_tokens < seq.sampling.min_tokens for seq in seqs)
         if not (repetition or additive or bias or min_tokens):
             return logits
-        logits = logits.clone()
-        vocab = logits.shape[-1]
+        batch, vocab = logits.shape
+        # A copy with one spare column: the history tables' padding ids point there.
+        padded = torch.empty((batch, vocab + 1), dtype=logits.dtype, device=logits.device)
+        padded[:, :vocab] = logits
+        padded[:, vocab] = 0.0
         if repetition or additive:
-            if self._counts is None:
-                self._counts = TokenCounts(vocab)
-            rows = self._counts.rows(seqs)
-        if repetition:
+            if self._history is None:
+                self._history = TokenHistory(pad_id=vocab)
+            rows, all_width, output_width = self._history.rows(seqs)
+        if repetition:  # once per distinct token seen: duplicate ids write the same value
+            ids = self._history.all_ids[rows, :all_width]
+            seen = padded.gather(1, ids)
             penalty = _column([p.repetition_penalty for p in params], logits)
-            seen = self._counts.seen[rows]
-            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-            logits = torch.where(seen, penalised, logits)
-        if additive:
-            counts = self._counts.output[rows].to(logits.dtype)
-            logits -= _column([p.frequency_penalty for p in params], logits) * counts
-            logits -= _column([p.presence_penalty for p in params], logits) * (counts > 0).to(logits.dtype)
+            padded.scatter_(1, ids, torch.where(seen > 0, seen / penalty, seen * penalty))
+        if additive and output_width:
+            ids = self._history.output_ids[rows, :output_width]
+            frequency = _column([p.frequency_penalty for p in params], logits)
+            padded.scatter_add_(1, ids, (-frequency).expand(ids.shape))  # once per occurrence
+            presence = _column([p.presence_penalty for p in params], logits)
+            padded.scatter_(1, ids, padded.gather(1, ids) - presence)  # once per distinct token
+        logits = padded[:, :vocab]
         for row, seq in enumerate(seqs):
             p = seq.sampling
             if p.logit_bias:

@@ -159,22 +159,46 @@ def test_seeded_top_k_row_draws_the_same_whichever_path_its_batch_takes():
     assert alone == with_full_sort and len(set(alone)) > 1
 
 
-def test_token_counts_rows_are_incremental_reset_on_reuse_and_grow():
-    from backends.hf.sampler import TokenCounts
+def test_token_history_rows_are_incremental_reset_on_reuse_and_grow():
+    from backends.hf.sampler import TokenHistory
 
-    counts = TokenCounts(vocab=10, rows=2)
+    pad = 10
+    history = TokenHistory(pad_id=pad, rows=2, width=2)
     a, b = Sequence("a", [1, 2], SamplingParams()), Sequence("b", [3], SamplingParams())
     a.append_token(4)
     a.append_token(4)
-    rows = counts.rows([a, b])
-    assert counts.output[rows[0]].tolist() == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0]
-    assert counts.seen[rows[0]].nonzero().flatten().tolist() == [1, 2, 4]
+    rows, all_width, output_width = history.rows([a, b])
+    assert (all_width, output_width) == (4, 2)  # the tables widened to hold a's four tokens
+    assert history.all_ids[rows, :4].tolist() == [[1, 2, 4, 4], [3, pad, pad, pad]]
+    assert history.output_ids[rows, :2].tolist() == [[4, 4], [pad, pad]]
+    history.all_ids[rows[0], 0] = 7  # a marker: tokens already written are not written again
     a.append_token(5)
-    rows = counts.rows([a, b])  # only the new token is added
-    assert counts.output[rows[0], 4] == 2 and counts.output[rows[0], 5] == 1
-    counts.release(a)
+    rows, all_width, output_width = history.rows([a, b])
+    assert (all_width, output_width) == (5, 3)
+    assert history.all_ids[rows[0], :5].tolist() == [7, 2, 4, 4, 5]
+    assert history.output_ids[rows[0], :3].tolist() == [4, 4, 5]
+    history.release(a)
     c = Sequence("c", [9], SamplingParams())
     extra = [Sequence(str(i), [0], SamplingParams()) for i in range(3)]
-    rows = counts.rows([c, *extra])  # c reuses a's row, clean; then the matrices grow
-    assert counts.output[rows[0]].sum() == 0 and counts.seen[rows[0]].nonzero().flatten().tolist() == [9]
-    assert counts.seen.shape[0] >= 5 and len(set(rows.tolist())) == 4
+    rows, _, _ = history.rows([c, *extra])  # c reuses a's row, clean; then the tables grow
+    width = history.all_ids.shape[1]
+    assert history.all_ids[rows[0]].tolist() == [9] + [pad] * (width - 1)
+    assert history.output_ids[rows[0]].tolist() == [pad] * width
+    assert history.all_ids.shape[0] >= 5 and len(set(rows.tolist())) == 4
+
+
+def test_penalties_count_repeats_and_leave_other_rows_alone():
+    """Frequency counts every occurrence, presence and repetition apply once per token, and a row without
+    penalties in the same batch keeps its logits exactly."""
+    sampler = Sampler(eos_token_ids=[])
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5], [2.0, 1.0, -1.0, 0.5]])
+    penalised = Sequence("p", [0], SamplingParams(repetition_penalty=2.0, presence_penalty=0.25,
+                                                  frequency_penalty=0.5))
+    plain = Sequence("q", [0], SamplingParams())
+    for token in (2, 2, 2, 1):
+        penalised.append_token(token)
+        plain.append_token(token)
+    out = sampler._apply_penalties(logits, [penalised, plain])
+    expected = torch.tensor([2.0 / 2, 1.0 / 2 - 0.5 - 0.25, -1.0 * 2 - 3 * 0.5 - 0.25, 0.5])
+    assert torch.allclose(out[0], expected)
+    assert torch.equal(out[1], logits[1])
