@@ -17,6 +17,7 @@ import json
 import sys
 import time
 
+import aiohttp
 import httpx
 
 from bench import prompts as prompt_source
@@ -49,20 +50,21 @@ async def run_load(
         raise ValueError(f"need concurrency >= 1, num_requests >= 1, warmup >= 0; got {concurrency}, "
                          f"{num_requests}, {warmup}")
     url = f"{base_url.rstrip('/')}/{'chat/completions' if endpoint == 'chat' else 'completions'}"
-    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as http:
-        if prompts is None:
+    if prompts is None:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
             prompts = await prompt_source.from_server(http, base_url, model, num_requests + warmup, prompt_tokens)
 
-        def payload(i: int) -> dict:
-            body = build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
-            return {**body, **(extra_body or {})}
+    def payload(i: int) -> dict:
+        body = build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
+        return {**body, **(extra_body or {})}
 
+    connector = aiohttp.TCPConnector(limit=concurrency + 1)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         if warmup:
-            await _closed_loop(http, url, endpoint, [payload(-1 - i) for i in range(warmup)], concurrency)
+            await _closed_loop(session, url, endpoint, [payload(-1 - i) for i in range(warmup)], concurrency)
         cpu_start = time.process_time()
         start = time.perf_counter()
-        results = await _closed_loop(http, url, endpoint, [payload(i) for i in range(num_requests)], concurrency)
+        results = await _closed_loop(session, url, endpoint, [payload(i) for i in range(num_requests)], concurrency)
         duration = time.perf_counter() - start
         client_cpu = time.process_time() - cpu_start
     config = {"base_url": base_url, "model": model, "endpoint": endpoint, "stream": stream,
@@ -72,14 +74,14 @@ async def run_load(
     return report(config, results, duration, client_cpu)
 
 
-async def _closed_loop(http: httpx.AsyncClient, url: str, endpoint: str, payloads: list[dict],
+async def _closed_loop(session: aiohttp.ClientSession, url: str, endpoint: str, payloads: list[dict],
                        concurrency: int) -> list[RequestResult]:
     pending = iter(payloads)
     results: list[RequestResult] = []
 
     async def worker() -> None:
         for body in pending:  # one shared iterator: each payload goes to exactly one worker
-            results.append(await send(http, url, endpoint, body))
+            results.append(await send(session, url, endpoint, body))
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(payloads)))))
     return results
