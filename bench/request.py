@@ -12,7 +12,6 @@ chunk (~100 vs ~34 us), which the server's throughput then paid for.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -102,7 +101,7 @@ async def send(session: aiohttp.ClientSession, url: str, endpoint: str, payload:
                 await _stream(response, endpoint, result)
             else:
                 _take_usage(result, json.loads(await response.read()).get("usage"))
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     result.end = time.perf_counter()
     if result.ok and result.output_tokens == 0:
