@@ -9,6 +9,9 @@ tokens, 64 greedy output tokens each, EOS ignored, 2 torch threads everywhere. M
   padded_generate      one left-padded `model.generate` over all prompts (a static batch; reference only).
   generate_batch       transformers' continuous batching, persistent manager, warmed up.
 
+Rounds interleave the methods (server c1, server c32, then each baseline, repeated) so that the machine's
+drift over minutes does not land in the ratios.
+
 The headline ratios are server@32 / sequential and server@32 / generate_batch (targets: >= 10x and >= 3x).
 
     python -m bench.engine_bench --model /tmp/tinyllama --out engine.json
@@ -48,53 +51,68 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
-def bench_server(args, model_dir: str, prompts) -> dict:
-    """Start-up, memory and throughput of `turnout serve` at each concurrency level."""
+def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
+    """Server start-up and memory, then `repeats` rounds; each round runs the server at every concurrency
+    level and then each HF baseline once, so every method's runs are spread over the same minutes. (On a
+    shared 2-core machine the same code's speed drifts by tens of percent between minutes; measured one
+    method after another, the drift would land in the ratios.) The server stays up, idle, during the HF
+    runs; generate_batch's manager lives only during its own run."""
     server_args = ["--dtype", args.dtype, "--attn-implementation", args.attn_implementation,
                    "--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    timed = prompts[: args.num_prompts]
+    timed_ids = [p.token_ids for p in timed]
+    server_runs: dict[int, list[dict]] = {c: [] for c in args.concurrency}
+    hf_runs: dict[str, list[dict]] = {}
     result: dict = {"levels": {}}
     with ServerProcess(model_dir, "bench", num_threads=args.threads, max_num_seqs=max(args.concurrency),
                        extra_args=server_args) as server:
         result["startup_s"] = round(server.startup_s, 3)
         result["rss_mb_after_load"] = server.rss_mb()
-        for concurrency in args.concurrency:
-            print(f"[engine_bench] server at concurrency {concurrency} ...", file=sys.stderr, flush=True)
-            load = {"concurrency": concurrency, "prompt_tokens": args.prompt_tokens,
-                    "output_tokens": args.output_tokens, "stream": True}
+        loads = {c: {"concurrency": c, "prompt_tokens": args.prompt_tokens, "output_tokens": args.output_tokens,
+                     "stream": True} for c in args.concurrency}
+        for concurrency, load in loads.items():
             # Warm up with prompts the timed runs do not use, as a separate run so that the server CPU time
             # measured below covers the timed requests only.
             asyncio.run(run_load(server.base_url, "bench", num_requests=concurrency,
                                  prompts=prompts[args.num_prompts:], **load))
-            runs = []
-            for _ in range(args.repeats):
+        model = None if args.skip_hf else hf_baselines.load_model(model_dir, args.dtype, args.attn_implementation)
+        plain = {} if model is None else {
+            "sequential_generate": hf_baselines.sequential_generate(model, timed_ids, args.output_tokens),
+            "padded_generate": hf_baselines.padded_generate(model, timed_ids, args.output_tokens),
+        }
+        for round_number in range(1, args.repeats + 1):
+            print(f"[engine_bench] round {round_number}/{args.repeats}", file=sys.stderr, flush=True)
+            for concurrency, load in loads.items():
                 cpu_before = server.cpu_seconds()
                 report = asyncio.run(run_load(server.base_url, "bench", num_requests=args.num_prompts,
-                                              prompts=prompts[: args.num_prompts], **load))
+                                              prompts=timed, **load))
                 if report["failed"] or report["requests_with_unexpected_output_length"]:
                     raise SystemExit(f"engine_bench: bad run at concurrency {concurrency}: {report['failed']} "
                                      f"failed, {report['requests_with_unexpected_output_length']} with the "
                                      f"wrong output length, errors {report['errors']}\n"
                                      f"server log:\n{server.log_tail()}")
                 report["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 3)
-                runs.append(report)
-            result["levels"][str(concurrency)] = median_run(runs, "output_tokens_per_s")
+                server_runs[concurrency].append(report)
+            if model is None:
+                continue
+            for name, run in plain.items():
+                hf_runs.setdefault(name, []).append(run())
+            with hf_baselines.generate_batch(model, timed_ids, args.output_tokens,
+                                             args.max_num_batched_tokens) as run:
+                hf_runs.setdefault("generate_batch", []).append(run())
         result["rss_mb_after_runs"] = server.rss_mb()
-    return result
+    for concurrency, runs in server_runs.items():
+        result["levels"][str(concurrency)] = {**median_run(runs, "output_tokens_per_s"),
+                                              "runs_in_order_output_tokens_per_s": in_order(runs)}
+    hf = {name: {**median_run(runs, "output_tokens_per_s"), "complete": all(r["complete"] for r in runs),
+                 "runs_in_order_output_tokens_per_s": in_order(runs)}
+          for name, runs in hf_runs.items()}
+    return result, hf
 
 
-def bench_hf(args, model_dir: str, prompts: list[list[int]]) -> dict:
-    model = hf_baselines.load_model(model_dir, args.dtype, args.attn_implementation)
-    results = {}
-    for name, run in (
-        ("sequential_generate",
-         lambda: hf_baselines.sequential_generate(model, prompts, args.output_tokens, args.repeats)),
-        ("padded_generate", lambda: hf_baselines.padded_generate(model, prompts, args.output_tokens, args.repeats)),
-        ("generate_batch", lambda: hf_baselines.generate_batch(model, prompts, args.output_tokens,
-                                                               args.max_num_batched_tokens, args.repeats)),
-    ):
-        print(f"[engine_bench] {name} ...", file=sys.stderr, flush=True)
-        results[name] = run()
-    return results
+def in_order(runs: list[dict]) -> list[float]:
+    """Rates in the order the rounds ran (median_run's list is sorted)."""
+    return [r["output_tokens_per_s"] for r in runs]
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -112,7 +130,22 @@ def summarize(server: dict, hf: dict, top: str) -> dict:
         "server_vs_padded_generate": ratio(best, tps.get("padded_generate")),
     }
     return {"output_tokens_per_s": tps, f"ratios_at_concurrency_{top}": ratios,
+            f"paired_ratios_at_concurrency_{top}": paired_ratios(server, hf, top),
             "meets_targets": {k: (ratios[k] is not None and ratios[k] >= v) for k, v in TARGETS.items()}}
+
+
+def paired_ratios(server: dict, hf: dict, top: str) -> dict:
+    """Each round's server rate over the same round's baseline rate, and their median: a second view of
+    the headline ratios that the machine's drift between rounds cannot move."""
+    level = server["levels"].get(top, {})
+    server_rates = level.get("runs_in_order_output_tokens_per_s", [])
+    paired = {}
+    for name, key in (("server_vs_sequential", "sequential_generate"), ("server_vs_generate_batch", "generate_batch")):
+        rates = hf.get(key, {}).get("runs_in_order_output_tokens_per_s", [])
+        by_round = [round(s / b, 2) for s, b in zip(server_rates, rates, strict=True) if b]
+        if by_round:
+            paired[name] = {"median": sorted(by_round)[(len(by_round) - 1) // 2], "by_round": by_round}
+    return paired
 
 
 def print_table(result: dict) -> None:
@@ -131,11 +164,15 @@ def print_table(result: dict) -> None:
         runs = ", ".join(f"{r:.0f}" for r in run.get("runs_output_tokens_per_s", [tps]))
         print(f"{name:<22}{tps:>13.1f}{ttft:>13}{itl:>12}{cores:>11}   {runs}", file=sys.stderr)
     ratios = next(v for k, v in summary.items() if k.startswith("ratios_at"))
+    paired = next(v for k, v in summary.items() if k.startswith("paired_ratios_at"))
     for name, value in ratios.items():
         if value is None:
             continue
         target = TARGETS.get(name)
-        print(f"{name:<30}{value}x" + (f"  (target >= {target}x)" if target else ""), file=sys.stderr)
+        line = f"{name:<30}{value}x" + (f"  (target >= {target}x)" if target else "")
+        if name in paired:
+            line += f"; round by round {paired[name]['by_round']} (median {paired[name]['median']}x)"
+        print(line, file=sys.stderr)
     print(f"server startup {server['startup_s']} s, RSS {server['rss_mb_after_load']} MiB after load, "
           f"{server['rss_mb_after_runs']} MiB after the runs", file=sys.stderr)
     machine = result["machine"]
@@ -166,7 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
                    help="per-step token budget, for the server and for generate_batch")
     p.add_argument("--repeats", type=int, default=3,
-                   help="timed runs per method; the median run is reported, all rates are kept")
+                   help="rounds; each runs every method once (interleaved); the median run per method is "
+                   "reported, all rates are kept")
     p.add_argument("--skip-hf", action="store_true", help="measure the server only")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
@@ -196,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     # Timed prompts first, then distinct warm-up prompts.
     prompts = from_tokenizer(AutoTokenizer.from_pretrained(model_dir), args.num_prompts + max(args.concurrency),
                              args.prompt_tokens)
-    server = bench_server(args, model_dir, prompts)
-    timed_ids = [p.token_ids for p in prompts[: args.num_prompts]]
-    hf = {} if args.skip_hf else bench_hf(args, model_dir, timed_ids)
+    server, hf = run_interleaved(args, model_dir, prompts)
     machine["other_processes_cpu_s"] = others.stop()
     config = {k: v for k, v in vars(args).items() if k not in ("out", "skip_hf")} | {"model": model_dir}
     machine["seconds"] = round(time.perf_counter() - started, 1)

@@ -1,22 +1,24 @@
 """Plain Hugging Face generation on the benchmark workload: the baselines our server must beat.
 
-Each baseline gets a warm-up call first (first calls pay for lazy initialisation, as our server's first
-requests do) and then `repeats` timed calls over all prompts; the median one is reported, with every run's
-rate beside it, because on a shared 2-core machine single runs vary by tens of percent. Every baseline
-is made to produce exactly `output_tokens` tokens per prompt, greedily, and the tokens it really produced
-are counted and checked.
+Each baseline is a function that warms up (first calls pay for lazy initialisation, as our server's first
+requests do) and returns one timed run over all prompts. The caller repeats runs and takes medians,
+interleaving them with the server's runs: on a shared 2-core machine the speed of the same code drifts by
+tens of percent over minutes, and only runs taken side by side compare fairly. Every baseline is made to
+produce exactly `output_tokens` tokens per prompt, greedily, and the tokens it really produced are counted
+and checked.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
-from bench.stats import median_run
-
+Run = Callable[[], dict]
+"""One timed run over all prompts: returns the run's result (tokens, seconds, tokens/s)."""
 
 def load_model(model_dir: str, dtype: str, attn_implementation: str):
     """The model exactly as our server loads it (same dtype, same attention kernel), in eval mode."""
@@ -32,14 +34,6 @@ def _result(tokens: int, expected: int, seconds: float, **extra) -> dict:
             "seconds": round(seconds, 4), "output_tokens_per_s": round(tokens / seconds, 2), **extra}
 
 
-def median_of(run: Callable[[], dict], repeats: int) -> dict:
-    """Call `run` `repeats` times; return the median run, marked incomplete if any run was."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    runs = [run() for _ in range(repeats)]
-    return {**median_run(runs, "output_tokens_per_s"), "complete": all(r["complete"] for r in runs)}
-
-
 def _generate_kwargs(model, output_tokens: int) -> dict:
     """Greedy, and min_new_tokens = max_new_tokens so EOS can never end a sequence early."""
     pad = model.generation_config.pad_token_id
@@ -50,11 +44,12 @@ def _generate_kwargs(model, output_tokens: int) -> dict:
 
 
 @torch.inference_mode()
-def sequential_generate(model, prompts: list[list[int]], output_tokens: int, repeats: int = 1) -> dict:
+def sequential_generate(model, prompts: list[list[int]], output_tokens: int) -> Run:
     """One `model.generate` per request, one after another: what a naive server does."""
     kwargs = _generate_kwargs(model, output_tokens)
     model.generate(torch.tensor([prompts[0]]), **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
 
+    @torch.inference_mode()
     def run() -> dict:
         tokens = 0
         start = time.perf_counter()
@@ -64,11 +59,11 @@ def sequential_generate(model, prompts: list[list[int]], output_tokens: int, rep
             tokens += out.shape[1] - len(prompt)
         return _result(tokens, len(prompts) * output_tokens, time.perf_counter() - start)
 
-    return median_of(run, repeats)
+    return run
 
 
 @torch.inference_mode()
-def padded_generate(model, prompts: list[list[int]], output_tokens: int, repeats: int = 1) -> dict:
+def padded_generate(model, prompts: list[list[int]], output_tokens: int) -> Run:
     """All requests in one left-padded `model.generate` batch: a static batch that knows every request up
     front, the best case for plain transformers (and no use to a server, whose requests come and go)."""
     kwargs = _generate_kwargs(model, output_tokens)
@@ -80,23 +75,25 @@ def padded_generate(model, prompts: list[list[int]], output_tokens: int, repeats
         mask[row, width - len(prompt):] = 1
     model.generate(input_ids[:2], attention_mask=mask[:2], **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
 
+    @torch.inference_mode()
     def run() -> dict:
         start = time.perf_counter()
         out = model.generate(input_ids, attention_mask=mask, **kwargs)
         seconds = time.perf_counter() - start
         return _result((out.shape[1] - width) * len(prompts), len(prompts) * output_tokens, seconds)
 
-    return median_of(run, repeats)
+    return run
 
 
-def generate_batch(model, prompts: list[list[int]], output_tokens: int, max_batch_tokens: int,
-                   repeats: int = 1) -> dict:
+@contextmanager
+def generate_batch(model, prompts: list[list[int]], output_tokens: int, max_batch_tokens: int) -> Iterator[Run]:
     """transformers' built-in continuous batching (`model.generate_batch`), run the fair way:
 
     - outside `torch.inference_mode()` (inside it, generate_batch returns no tokens);
     - with its KV cache sized for this workload: left to itself on CPU it sizes the cache from 90% of *host*
       RAM, which takes minutes to allocate and would be charged to its first call;
-    - with a persistent manager, warmed up by one untimed call, so the timed call measures generation only;
+    - with a persistent manager, warmed up by one untimed call, so the timed call measures generation only
+      (a context manager: the manager and its thread are torn down on exit);
     - EOS disabled (eos_token_id=-1) so every request generates exactly `output_tokens`.
     `max_batch_tokens` is the per-step token budget (set it to the server's --max-num-batched-tokens).
     """
@@ -124,6 +121,6 @@ def generate_batch(model, prompts: list[list[int]], output_tokens: int, max_batc
 
     try:
         call()
-        return median_of(run, repeats)
+        yield run
     finally:
         model.destroy_cached_continuous_batching_manager()
