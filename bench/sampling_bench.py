@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         rates = asyncio.run(_measure(server, prompts, args))
     medians = {mode: sorted(r)[len(r) // 2] for mode, r in rates.items()}
     ratio = medians["sampling+penalties+logprobs"] / medians["greedy"]
+    # Runs alternate, so each round's pair ran side by side: their ratios show the spread that the
+    # machine's drift leaves in the ratio of medians.
+    by_round = [round(s / g, 3) for s, g in zip(rates["sampling+penalties+logprobs"], rates["greedy"], strict=True)]
     report = {"output_tokens_per_s": medians, "runs": rates, "ratio_vs_greedy": round(ratio, 3),
+              "ratio_by_round": by_round,
               "target": 0.85, "modes": MODES, "concurrency": args.concurrency}
     text = json.dumps(report, indent=2)
     print(text)
