@@ -1,9 +1,12 @@
 """A lean forward pass for Llama-family models (llama, qwen2, mistral with default RoPE).
 
-The same operations as transformers' modeling code, in the same order and precision, so outputs are
-identical, but as plain tensor calls over the model's own weights: on a small model on CPU the Python of
-~40 module calls per layer costs as much as the arithmetic. Models it does not recognise use the
-ordinary transformers forward.
+The same arithmetic as transformers' modeling code, in the same precision, so outputs agree (to float
+rounding), but as plain tensor calls over the model's own weights: on a small model on CPU the Python of
+~40 module calls per layer costs as much as the arithmetic. Fewer, larger calls help too: q, k and v are
+one matrix product (as are gate and up), RoPE turns q and k together, and RMSNorm is torch's fused kernel.
+The fused matrices are the model's own storage: each projection's weight becomes a view into its layer's
+fused matrix, so memory does not grow and the transformers forward still sees the same weights.
+Models it does not recognise use the ordinary transformers forward.
 """
 
 from __future__ import annotations
@@ -32,6 +35,24 @@ def supports(model) -> bool:
     )
 
 
+def _fuse(modules: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One [sum of out_features, in_features] weight (and bias) for these projections of the same input;
+    each module's parameters become views into it."""
+    weight = torch.cat([m.weight.detach() for m in modules])
+    has_bias = [m.bias is not None for m in modules]
+    if any(has_bias) and not all(has_bias):
+        raise ValueError("cannot fuse projections of which only some have a bias")
+    bias = torch.cat([m.bias.detach() for m in modules]) if all(has_bias) else None
+    start = 0
+    for m in modules:
+        rows = m.weight.shape[0]
+        m.weight.data = weight[start : start + rows]
+        if bias is not None:
+            m.bias.data = bias[start : start + rows]
+        start += rows
+    return weight, bias
+
+
 class FastLlamaForward:
     def __init__(self, model):
         config = model.config
@@ -45,38 +66,46 @@ class FastLlamaForward:
         attn = self.layers[0].self_attn
         self.head_dim = attn.head_dim
         self.scaling = attn.scaling
-        self.gqa = config.num_attention_heads != config.num_key_value_heads
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.gqa = self.num_heads != self.num_kv_heads
+        self.intermediate_size = config.intermediate_size
+        with torch.no_grad():
+            self.qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
+                        for layer in self.layers]
+            self.gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in self.layers]
 
     @staticmethod
     def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.to(torch.float32)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-        return norm.weight * x32.to(dtype)
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
     def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
         hidden = F.embedding(input_ids, self.embed)
         freqs = positions[..., None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self.attention_scaling).to(hidden.dtype).unsqueeze(1)
-        sin = (emb.sin() * self.attention_scaling).to(hidden.dtype).unsqueeze(1)
+        # [batch, width, 1, head_dim]: broadcast over the heads axis of [batch, width, heads, head_dim].
+        cos = (emb.cos() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
+        sin = (emb.sin() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
         batch, width = input_ids.shape
         half = self.head_dim // 2
+        q_heads, kv_heads = self.num_heads, self.num_kv_heads
         for index, layer in enumerate(self.layers):
-            attn, mlp = layer.self_attn, layer.mlp
+            weight, bias = self.qkv[index]
             x = self._rms_norm(layer.input_layernorm, hidden)
-            q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(batch, width, -1, self.head_dim).transpose(1, 2)
-            k = F.linear(x, attn.k_proj.weight, attn.k_proj.bias).view(batch, width, -1, self.head_dim).transpose(1, 2)
-            v = F.linear(x, attn.v_proj.weight, attn.v_proj.bias).view(batch, width, -1, self.head_dim).transpose(1, 2)
-            q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-            k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+            qkv = F.linear(x, weight, bias).view(batch, width, q_heads + 2 * kv_heads, self.head_dim)
+            qk = qkv[:, :, : q_heads + kv_heads]
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            q = qk[:, :, :q_heads].transpose(1, 2)
+            k = qk[:, :, q_heads:].transpose(1, 2)
+            v = qkv[:, :, q_heads + kv_heads :].transpose(1, 2)
             k, v = cache.update(k, v, index)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
-            out = out.transpose(1, 2).contiguous().reshape(batch, width, -1)
-            hidden = hidden + F.linear(out, attn.o_proj.weight, attn.o_proj.bias)
+            out = out.transpose(1, 2).reshape(batch, width, -1)
+            o_proj = layer.self_attn.o_proj
+            hidden = hidden + F.linear(out, o_proj.weight, o_proj.bias)
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
-            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
-            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
+            gate, up = F.linear(x, self.gate_up[index]).split(self.intermediate_size, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
         if last_only:
             hidden = hidden[:, -1:, :]
         return F.linear(self._rms_norm(self.norm, hidden), self.lm_head)

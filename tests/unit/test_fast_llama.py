@@ -23,6 +23,27 @@ def test_fast_forward_logits_equal_transformers(random_models, kind):
         for seq, prompt, row in zip(ran.due, [s.prompt_token_ids for s in ran.due], ran.logits, strict=True):
             expected = model(torch.tensor([prompt])).logits[0, -1]
             assert torch.allclose(row, expected, atol=1e-5), seq.request_id
+    # Two decode steps on the cache: each row's next logits still match a full forward of its tokens.
+    for step in range(2):
+        for seq in seqs:
+            seq.append_token(60 + step)
+        ran = runner.execute({s: 1 for s in seqs})
+        with torch.no_grad():
+            for seq, row in zip(ran.due, ran.logits, strict=True):
+                expected = model(torch.tensor([seq.token_ids])).logits[0, -1]
+                assert torch.allclose(row, expected, atol=1e-5), (seq.request_id, step)
+
+
+def test_fusing_keeps_one_copy_of_the_weights(random_models):
+    model = AutoModelForCausalLM.from_pretrained(random_models["qwen2"]).eval()  # q, k and v have biases
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    forward = fast_llama.FastLlamaForward(model)
+    attn = model.model.layers[0].self_attn
+    weight, bias = forward.qkv[0]
+    assert bias is not None
+    assert attn.q_proj.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+    assert attn.v_proj.bias.untyped_storage().data_ptr() == bias.untyped_storage().data_ptr()
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
 
 
 def test_unsupported_models_use_the_transformers_forward(random_models):
