@@ -38,7 +38,7 @@ class Sequence:
     detokenizer: Any = None
     """The sequence's IncrementalDetokenizer; owned by the engine's output stage."""
     generator: Any = None
-    """A seeded torch.Generator when the request has a seed; owned by the sampler."""
+    """A seeded random.Random when the request has a seed; owned by the sampler."""
     beam_group: Any = None
     """The BeamGroup this sequence is one beam of, for beam search."""
     grammar: Any = None
