@@ -51,19 +51,21 @@ class HFBackend(Backend):
         return self._loaded.tokenizer if self._loaded else None
 
     async def start(self) -> None:
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        self._loaded = await asyncio.to_thread(load_model, self.config)
+        def setup() -> EngineCore:  # runs on the engine's own thread: see backends/hf/engine.py
+            if self.config.num_threads:
+                torch.set_num_threads(self.config.num_threads)
+            self._loaded = loaded = load_model(self.config)
+            scheduler_config = SchedulerConfig(
+                max_num_seqs=self.config.max_num_seqs,
+                max_num_batched_tokens=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
+            )
+            return EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
+                              loaded.eos_token_ids, loaded.pad_token_id)
+
+        self.engine = AsyncEngine(setup)
+        await self.engine.start()
         loaded = self._loaded
-        scheduler_config = SchedulerConfig(
-            max_num_seqs=self.config.max_num_seqs,
-            max_num_batched_tokens=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
-        )
-        core = EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
-                          loaded.eos_token_ids, loaded.pad_token_id)
         self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_ids)
-        self.engine = AsyncEngine(core)
-        self.engine.start()
 
     async def health(self) -> bool:
         return self.engine is not None and self.engine.alive

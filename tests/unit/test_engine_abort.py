@@ -37,8 +37,8 @@ def test_core_abort_frees_the_slot_before_the_next_step(core):
 
 
 async def test_closing_the_stream_aborts_within_one_step(core):
-    engine = AsyncEngine(core)
-    engine.start()
+    engine = AsyncEngine(lambda: core)
+    await engine.start()
     try:
         stream = engine.generate([long_seq("c")])
         for _ in range(3):
