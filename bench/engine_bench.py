@@ -75,10 +75,14 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
             # measured below covers the timed requests only.
             asyncio.run(run_load(server.base_url, "bench", num_requests=concurrency,
                                  prompts=prompts[args.num_prompts:], **load))
-        model = None if args.skip_hf else hf_baselines.load_model(model_dir, args.dtype, args.attn_implementation)
+        # HF work runs on short-lived threads (hf_baselines.on_own_thread), never on this one: see there.
+        own_thread = hf_baselines.on_own_thread
+        model = None if args.skip_hf else own_thread(hf_baselines.load_model, model_dir, args.dtype,
+                                                     args.attn_implementation)
         plain = {} if model is None else {
-            "sequential_generate": hf_baselines.sequential_generate(model, timed_ids, args.output_tokens),
-            "padded_generate": hf_baselines.padded_generate(model, timed_ids, args.output_tokens),
+            "sequential_generate": own_thread(hf_baselines.sequential_generate, model, timed_ids,
+                                              args.output_tokens),
+            "padded_generate": own_thread(hf_baselines.padded_generate, model, timed_ids, args.output_tokens),
         }
         for round_number in range(1, args.repeats + 1):
             print(f"[engine_bench] round {round_number}/{args.repeats}", file=sys.stderr, flush=True)
@@ -96,7 +100,8 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
             if model is None:
                 continue
             for name, run in plain.items():
-                hf_runs.setdefault(name, []).append(run())
+                hf_runs.setdefault(name, []).append(own_thread(run))
+            # generate_batch computes on its manager's thread; this thread only waits for it.
             with hf_baselines.generate_batch(model, timed_ids, args.output_tokens,
                                              args.max_num_batched_tokens) as run:
                 hf_runs.setdefault("generate_batch", []).append(run())

@@ -6,11 +6,18 @@ interleaving them with the server's runs: on a shared 2-core machine the speed o
 tens of percent over minutes, and only runs taken side by side compare fairly. Every baseline is made to
 produce exactly `output_tokens` tokens per prompt, greedily, and the tokens it really produced are counted
 and checked.
+
+All their torch work runs on threads that end with it (`on_own_thread`): generate_batch computes on a
+thread of its own, and a thread gets its own OpenMP team; while another team is alive (say, the main
+thread's, left by an earlier `generate`), there are more OpenMP threads than CPUs and libgomp stops the
+idle ones spinning, which made every op of generate_batch pay to wake them (see backends/hf/engine.py).
+Our server gets one team per engine; the baselines get the same.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +26,26 @@ import torch
 
 Run = Callable[[], dict]
 """One timed run over all prompts: returns the run's result (tokens, seconds, tokens/s)."""
+
+
+def on_own_thread(fn: Callable, *args):
+    """fn(*args) on a new thread, which ends (and takes its OpenMP team with it) when fn returns."""
+    threads = torch.get_num_threads()
+    outcome: dict = {}
+
+    def target() -> None:
+        torch.set_num_threads(threads)
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # re-raised on the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="hf-baseline")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 def load_model(model_dir: str, dtype: str, attn_implementation: str):
     """The model exactly as our server loads it (same dtype, same attention kernel), in eval mode."""
