@@ -44,8 +44,8 @@ class TokenHistory:
         longest = max(len(seq.token_ids) for seq in seqs)
         if longest > self.all_ids.shape[1]:
             self._widen(longest)
-        every: tuple[list[int], list[int], list[int]] = ([], [], [])  # new cells of all_ids: row, column, token
-        output: tuple[list[int], list[int], list[int]] = ([], [], [])  # and of output_ids
+        every: list[tuple[int, int, int]] = []  # new cells of all_ids: (row, column, token)
+        output: list[tuple[int, int, int]] = []  # and of output_ids
         rows, all_width, output_width = [], 0, 0
         for seq in seqs:
             row = self._row.get(seq)
@@ -53,17 +53,17 @@ class TokenHistory:
                 row = self._assign(seq)
             tokens, prompt_length = seq.token_ids, seq.num_prompt_tokens
             for column in range(self._written[seq], len(tokens)):
-                token = tokens[column]
-                every[0].append(row), every[1].append(column), every[2].append(token)
+                every.append((row, column, tokens[column]))
                 if column >= prompt_length:
-                    output[0].append(row), output[1].append(column - prompt_length), output[2].append(token)
+                    output.append((row, column - prompt_length, tokens[column]))
             self._written[seq] = len(tokens)
             rows.append(row)
             all_width = max(all_width, len(tokens))
             output_width = max(output_width, len(tokens) - prompt_length)
         for table, cells in ((self.all_ids, every), (self.output_ids, output)):
-            if cells[0]:
-                table[torch.tensor(cells[0]), torch.tensor(cells[1])] = torch.tensor(cells[2])
+            if cells:
+                cell_rows, columns, token_ids = torch.tensor(cells).unbind(1)
+                table[cell_rows, columns] = token_ids
         return torch.tensor(rows), all_width, output_width
 
     def release(self, seq: Sequence) -> None:
