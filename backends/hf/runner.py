@@ -145,7 +145,7 @@ class ModelRunner:
         self.cache.prepare([self._slot_of[s] for s in seqs], write_positions, kv_len)
         if self.fast_forward is not None:
             logits = self.fast_forward(input_ids, positions, mask, self.cache, last_only=not every_position)
-            return logits.float() if every_position else logits[:, -1, :].float()
+            return _for_sampling(logits if every_position else logits[:, -1, :])
         adapter_args = {}
         if self.serves_adapters:
             names = [seq.adapter or BASE_ADAPTER for seq in seqs]
@@ -160,4 +160,10 @@ class ModelRunner:
             logits_to_keep=0 if every_position else 1,
             **adapter_args,
         )
-        return out.logits.float() if every_position else out.logits[:, -1, :].float()
+        return _for_sampling(out.logits if every_position else out.logits[:, -1, :])
+
+
+def _for_sampling(logits: torch.Tensor) -> torch.Tensor:
+    """float32 on the CPU, where the sampler, logprobs and beam search work (its small per-row tensors are
+    made there); one [batch, vocab] copy per step off an accelerator, nothing on CPU."""
+    return logits.float().cpu()
