@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from backends.base import Backend
 from backends.errors import (
@@ -154,29 +154,43 @@ class OpenAIUpstreamBackend(Backend):
         self._upstream_model = config.model or config.served_model_name
         self._name = config.served_model_name or config.model
         self._max_model_len = config.max_model_len or 0
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._base = config.url.rstrip("/")
 
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="upstream")
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_session(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: its HTTP parser is C, and this client parses one chunk per streamed
+        # token; with httpx the gateway spent ~57 us of CPU per chunk, a third of it in pure-Python parsing.
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        limits = httpx.Limits(max_connections=self.config.max_connections,
-                              max_keepalive_connections=self.config.max_connections)
-        timeout = httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
-        return httpx.AsyncClient(base_url=self.config.url.rstrip("/"), headers=headers, limits=limits,
-                                 timeout=timeout)
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections)
+        # sock_read bounds the wait for the next chunk, not the whole answer.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
+                                        sock_read=self.config.read_timeout)
+        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
+
+    async def _get_models(self, timeout: float) -> tuple[int, Any]:
+        async with self._session.get(f"{self._base}/models", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            return r.status, (await r.json(content_type=None) if r.status == 200 else None)
 
     async def start(self) -> None:
-        self._client = self._new_client()
+        self._session = self._new_session()
         try:
-            response = await self._client.get("/models", timeout=self.config.connect_timeout * 2)
-        except httpx.HTTPError as exc:
+            await self._check_upstream()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _check_upstream(self) -> None:
+        try:
+            status, payload = await self._get_models(self.config.connect_timeout * 2)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise RuntimeError(f"openai backend: cannot reach {self.config.url}: {exc!r}") from exc
-        if response.status_code != 200:
-            raise RuntimeError(f"openai backend: GET {self.config.url}/models returned HTTP {response.status_code}")
-        models = {m.get("id"): m for m in response.json().get("data", [])}
+        if status != 200:
+            raise RuntimeError(f"openai backend: GET {self.config.url}/models returned HTTP {status}")
+        models = {m.get("id"): m for m in payload.get("data", [])}
         if self._upstream_model not in models:
             raise RuntimeError(
                 f"openai backend: {self.config.url} does not serve {self._upstream_model!r}; it serves "
@@ -187,38 +201,45 @@ class OpenAIUpstreamBackend(Backend):
             self._max_model_len = reported
 
     async def health(self) -> bool:
-        if self._client is None:
+        if self._session is None:
             return False
         try:
-            response = await self._client.get("/models", timeout=self.config.connect_timeout)
-        except httpx.HTTPError:
+            status, _ = await self._get_models(self.config.connect_timeout)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return False
-        return response.status_code == 200
+        return status == 200
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
-        if self._client is None:
+        if self._session is None:
             raise Unavailable(f"openai backend for {self._name!r} is not started")
         check_sampling(request.sampling, UNSUPPORTED, "openai")
         path, body = request_body(request, self._upstream_model, self.config.return_token_ids)
         chat = request.messages is not None
         headers = {"X-Request-Id": request.request_id}
         try:
-            async with self._client.stream("POST", path, json=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raw = await response.aread()
+            async with self._session.post(f"{self._base}{path}", json=body, headers=headers) as response:
+                if response.status != 200:
+                    raw = await response.read()
                     try:
                         payload = json.loads(raw)
                     except ValueError:
                         payload = raw.decode(errors="replace")
-                    raise upstream_error(response.status_code, payload)
-                async for delta in _deltas(sse_data(response.aiter_bytes()), chat):
-                    yield delta
-        except httpx.HTTPError as exc:
+                    raise upstream_error(response.status, payload)
+                complete = False
+                try:
+                    async for delta in _deltas(sse_data(response.content.iter_any()), chat):
+                        yield delta
+                    await response.content.read()  # the rest ([DONE]), so the connection can be reused
+                    complete = True
+                finally:
+                    if not complete:  # we stopped early: closing the connection tells the upstream to abort
+                        response.close()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"upstream {self.config.url}: {type(exc).__name__}: {exc}") from exc
 
 
