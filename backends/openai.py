@@ -45,6 +45,8 @@ from backends.validation import check_sampling
 
 logger = logging.getLogger(__name__)
 
+_STALE_CONNECTION_RETRIES = 2
+
 UNSUPPORTED = (
     ("use_beam_search", lambda p: p.use_beam_search),
     ("prompt_logprobs", lambda p: p.prompt_logprobs is not None),
@@ -67,6 +69,9 @@ class OpenAIUpstreamConfig:
     read_timeout: float = 600.0
     """Longest wait for the next streamed chunk (not for the whole answer)."""
     max_connections: int = 256
+    keepalive_timeout: float = 4.0
+    """Idle seconds before we drop a pooled connection: below the 5 s after which uvicorn-based upstreams
+    (vLLM, turnout) close idle connections, so we do not pick one they are closing."""
     max_model_len: int | None = None
     """Used when the upstream's /models does not report `max_model_len`."""
     return_token_ids: bool = True
@@ -77,7 +82,7 @@ class OpenAIUpstreamConfig:
             raise ValueError(f"openai backend: url must start with http:// or https://, got {self.url!r}")
         if not (self.model or self.served_model_name):
             raise ValueError("openai backend: set `model` (the upstream's model name) or `served_model_name`")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if self.connect_timeout <= 0 or self.read_timeout <= 0 or self.keepalive_timeout <= 0:
             raise ValueError("openai backend: timeouts must be > 0")
 
 
@@ -165,7 +170,8 @@ class OpenAIUpstreamBackend(Backend):
         # aiohttp rather than httpx: its HTTP parser is C, and this client parses one chunk per streamed
         # token; with httpx the gateway spent ~57 us of CPU per chunk, a third of it in pure-Python parsing.
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections)
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections,
+                                         keepalive_timeout=self.config.keepalive_timeout)
         # sock_read bounds the wait for the next chunk, not the whole answer.
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
                                         sock_read=self.config.read_timeout)
@@ -214,6 +220,19 @@ class OpenAIUpstreamBackend(Backend):
             session, self._session = self._session, None
             await session.close()
 
+    async def _post(self, path: str, body: dict, headers: dict) -> aiohttp.ClientResponse:
+        """POST and wait for the response head. Retried when the pooled connection it went out on had
+        already been closed by the upstream (the failed connection leaves the pool): a busy event loop may
+        not yet have seen that close when the connection was picked. Seen at concurrency 32 against vLLM:
+        a few requests failed with ServerDisconnectedError, enough to eject the only replica."""
+        url = f"{self._base}{path}"
+        for _ in range(_STALE_CONNECTION_RETRIES):
+            try:
+                return await self._session.post(url, json=body, headers=headers)
+            except aiohttp.ServerDisconnectedError:
+                logger.info("upstream %s closed a pooled connection as we used it; retrying", self._base)
+        return await self._session.post(url, json=body, headers=headers)
+
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         if self._session is None:
             raise Unavailable(f"openai backend for {self._name!r} is not started")
@@ -222,7 +241,7 @@ class OpenAIUpstreamBackend(Backend):
         chat = request.messages is not None
         headers = {"X-Request-Id": request.request_id}
         try:
-            async with self._session.post(f"{self._base}{path}", json=body, headers=headers) as response:
+            async with await self._post(path, body, headers) as response:
                 if response.status != 200:
                     raw = await response.read()
                     try:
