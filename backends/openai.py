@@ -13,8 +13,10 @@ plain requests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -257,9 +259,24 @@ class OpenAIUpstreamBackend(Backend):
                     complete = True
                 finally:
                     if not complete:  # we stopped early: closing the connection tells the upstream to abort
-                        response.close()
+                        _close_now(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"upstream {self.config.url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _close_now(response: aiohttp.ClientResponse) -> None:
+    """Close the response's connection at once. `close()` alone leaves the socket to the event loop's next
+    turn; anything that holds the loop up meanwhile delays the upstream's abort, and a blocking request to
+    the same vLLM server in that gap left the abandoned request generating to its end (3 times in 4)."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # Through a duplicate of the descriptor: uvloop's transport sockets refuse shutdown() themselves.
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+    response.close()
 
 
 async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
