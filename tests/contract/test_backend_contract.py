@@ -113,9 +113,12 @@ async def test_out_of_range_parameter_is_a_request_error(harness):
 
 
 async def _check_abort_by_token_count(harness):
+    """With EOS ignored an unaborted request generates exactly max_tokens, so any count short of it means
+    the close reached the upstream. (Not a bound on how soon: vLLM on a loaded 2-core machine can have
+    generated hundreds of tokens before its API server sends the first chunk; seen in CI: 719 of 1,000.)"""
     max_tokens = 1000
     before = harness.generated()
-    stream = harness.backend.generate(request(max_tokens=max_tokens, temperature=0.0))
+    stream = harness.backend.generate(request(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
     for _ in range(3):
         await anext(stream)
     await stream.aclose()
@@ -128,4 +131,4 @@ async def _check_abort_by_token_count(harness):
         if now != last:
             last, still_since = now, asyncio.get_running_loop().time()
     generated = last - before
-    assert 3 <= generated < max_tokens / 2, f"the upstream generated {generated} tokens after the close"
+    assert 3 <= generated < max_tokens, f"the upstream generated all {generated} tokens: the close did not abort it"
