@@ -16,14 +16,19 @@ from server.observe import mint_request_id
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_body(request: Request, schema: type[M]) -> M:
-    raw = await request.body()
+async def json_object(request: Request) -> dict:
+    """The request body as a JSON object, or InvalidRequest saying what it is instead."""
     try:
-        data = json.loads(raw)
+        data = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+async def parse_body(request: Request, schema: type[M]) -> M:
+    data = await json_object(request)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

@@ -9,7 +9,6 @@ where TGI answers 200 and sends the error as the stream's only event; mid-stream
 from __future__ import annotations
 
 import functools
-import json
 from importlib import metadata
 
 from pydantic import BaseModel, ValidationError
@@ -20,7 +19,7 @@ from backends.errors import InvalidRequest
 from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
 from server.http import observe, sse
-from server.http.requests import request_id
+from server.http.requests import json_object, request_id
 from server.http.streams import ClientDisconnected, merge, primed, until_disconnected
 from server.schemas import tgi as schema
 from server.tgi_convert import Sequence, TokenEncoder, finish_reason, sampling_params
@@ -42,12 +41,7 @@ def tgi_errors(handler):
 
 
 async def _parse(request: Request, model: type[BaseModel]):
-    try:
-        data = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    data = await json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
