@@ -19,6 +19,7 @@ from itertools import pairwise
 
 import aiohttp
 
+from backends.openai import sse_data
 from bench.prompts import Prompt
 
 ENDPOINTS = ("completions", "chat")
@@ -110,25 +111,17 @@ async def send(session: aiohttp.ClientSession, url: str, endpoint: str, payload:
 
 
 async def _stream(response: aiohttp.ClientResponse, endpoint: str, result: RequestResult) -> None:
-    """Read server-sent events as they arrive; each `data:` payload is one chunk, timed on arrival."""
-    pending = b""
-    async for received in response.content.iter_any():
+    """Read server-sent events as they arrive; each `data:` payload is one chunk, timed when it is read."""
+    async for data in sse_data(response.content.iter_any()):
         now = time.perf_counter()
-        pending += received.replace(b"\r\n", b"\n")
-        *events, pending = pending.split(b"\n\n")
-        for event in events:
-            for line in event.split(b"\n"):
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[len(b"data:"):].strip()
-                if data == b"[DONE]":  # read on to the end of the body, so the connection is reused
-                    continue
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    result.error = f"error event in stream: {str(chunk['error'])[:200]}"
-                    return
-                if any(_carries_token(endpoint, c) for c in chunk.get("choices") or []):
-                    if result.first_token is None:
-                        result.first_token = now
-                    result.chunk_times.append(now)
-                _take_usage(result, chunk.get("usage"))
+        if data == b"[DONE]":  # read on to the end of the body, so the connection is reused
+            continue
+        chunk = json.loads(data)
+        if "error" in chunk:
+            result.error = f"error event in stream: {str(chunk['error'])[:200]}"
+            return
+        if any(_carries_token(endpoint, c) for c in chunk.get("choices") or []):
+            if result.first_token is None:
+                result.first_token = now
+            result.chunk_times.append(now)
+        _take_usage(result, chunk.get("usage"))
