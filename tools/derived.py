@@ -172,7 +172,9 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
-        missing = [key for key in required if not isinstance(row, dict) or key not in row]
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: not a JSON object")
+        missing = [key for key in required if key not in row]
         if missing:
             raise ValueError(f"{path}:{number}: missing {missing}")
         rows.append(row)

@@ -15,10 +15,11 @@ exactly how the server sees it: it tokenizes the rendered prompt, and the model 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools import derived
 
 IGNORE = -100
 """Label of a token the loss skips (PyTorch cross_entropy's ignore_index)."""
@@ -36,20 +37,11 @@ class Example:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
-            if not isinstance(record, dict) or not ("messages" in record or "prompt" in record):
-                raise ValueError(f"{path}:{number}: expected an object with 'messages' or 'prompt'/'completion'")
-            records.append(record)
-    if not records:
-        raise ValueError(f"{path}: no records")
+    """Chat records ({'messages': [...]}) or prompt/completion records, one JSON object per line."""
+    records = derived.read_jsonl(path, ())
+    for number, record in enumerate(records, 1):
+        if not ("messages" in record or "prompt" in record):
+            raise ValueError(f"{path}: record {number}: expected 'messages' or 'prompt'/'completion'")
     return records
 
 
