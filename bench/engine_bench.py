@@ -146,7 +146,9 @@ def paired_ratios(server: dict, hf: dict, top: str) -> dict:
     server_rates = level.get("runs_in_order_output_tokens_per_s", [])
     paired = {}
     for name, key in (("server_vs_sequential", "sequential_generate"), ("server_vs_generate_batch", "generate_batch")):
-        rates = hf.get(key, {}).get("runs_in_order_output_tokens_per_s", [])
+        rates = hf.get(key, {}).get("runs_in_order_output_tokens_per_s")
+        if not rates:  # the baseline did not run (--skip-hf)
+            continue
         by_round = [round(s / b, 2) for s, b in zip(server_rates, rates, strict=True) if b]
         if by_round:
             paired[name] = {"median": sorted(by_round)[(len(by_round) - 1) // 2], "by_round": by_round}
