@@ -7,8 +7,10 @@ again whenever asked (the KV cache fills lazily, so RSS after a load run is the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,31 +37,26 @@ def turnout_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "server"]
 
 
-class ServerProcess:
-    """`with ServerProcess(model_dir, ...) as server:` starts `turnout serve`, waits until ready, stops it."""
+class ChildServer:
+    """An HTTP server in a child process: `start()` (or `with`) spawns it and waits until `ready_url`
+    answers 200, recording the start-up time; `stop()` ends it. Its output goes to a log file, removed
+    after a clean stop and quoted in errors."""
 
-    def __init__(self, model_dir: str, served_model_name: str, *, num_threads: int, max_num_seqs: int = 64,
-                 extra_args: list[str] | None = None, ready_timeout_s: float = 180.0,
-                 command: list[str] | None = None):
-        """`command` replaces the `turnout` executable (e.g. `[sys.executable, "-m", "server"]` to run this
-        checkout's code rather than the installed one)."""
-        self.port = free_port()
-        self.served_model_name = served_model_name
-        self.args = [*(command or turnout_command()), "serve", "--model", model_dir, "--served-model-name", served_model_name,
-                     "--port", str(self.port), "--num-threads", str(num_threads),
-                     "--max-num-seqs", str(max_num_seqs), "--log-level", "warning", *(extra_args or [])]
+    def __init__(self, name: str, args: list[str], ready_url: str, *, env: dict | None = None,
+                 ready_timeout_s: float = 180.0, own_session: bool = False):
+        """`own_session` starts it in its own process group, which `stop()` then signals as a whole (for
+        servers with children of their own, like vLLM's engine core)."""
+        self.name, self.args, self.ready_url, self.env = name, args, ready_url, env
         self.ready_timeout_s = ready_timeout_s
+        self.own_session = own_session
         self.startup_s: float | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="turnout-bench-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self._proc: subprocess.Popen | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> ServerProcess:
+    def start(self):
         start = time.perf_counter()
-        self._proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                      start_new_session=self.own_session)
         try:
             self._wait_ready()
         except BaseException:
@@ -67,6 +64,9 @@ class ServerProcess:
             raise
         self.startup_s = time.perf_counter() - start
         return self
+
+    def __enter__(self):
+        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -76,14 +76,14 @@ class ServerProcess:
         with httpx.Client(timeout=2.0) as http:
             while time.perf_counter() < deadline:
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"turnout serve exited with {self._proc.returncode}:\n{self.log_tail()}")
+                    raise RuntimeError(f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}")
                 try:
-                    if http.get(f"http://127.0.0.1:{self.port}/ready").status_code == 200:
+                    if http.get(self.ready_url).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.05)
-        raise TimeoutError(f"turnout serve not ready after {self.ready_timeout_s}s:\n{self.log_tail()}")
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {self.ready_timeout_s}s:\n{self.log_tail()}")
 
     def rss_mb(self) -> float:
         """Resident memory of the server and its children, in MiB."""
@@ -103,12 +103,40 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+            self._signal(signal.SIGTERM)
             try:
-                self._proc.wait(timeout=15)
+                self._proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                self._signal(signal.SIGKILL)
                 self._proc.wait()
         self._log.close()
-        if self._proc is not None and self._proc.returncode in (0, -15):
-            os.unlink(self._log.name)
+        if self._proc is not None and self._proc.returncode in (0, -signal.SIGTERM):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._log.name)
+
+    def _signal(self, sig: int) -> None:
+        if self.own_session:
+            os.killpg(self._proc.pid, sig)
+        else:
+            self._proc.send_signal(sig)
+
+
+class ServerProcess(ChildServer):
+    """`with ServerProcess(model_dir, ...) as server:` starts `turnout serve`, waits until ready, stops it."""
+
+    def __init__(self, model_dir: str, served_model_name: str, *, num_threads: int, max_num_seqs: int = 64,
+                 extra_args: list[str] | None = None, ready_timeout_s: float = 180.0,
+                 command: list[str] | None = None):
+        """`command` replaces the `turnout` executable (e.g. `[sys.executable, "-m", "server"]` to run this
+        checkout's code rather than the installed one)."""
+        self.port = free_port()
+        self.served_model_name = served_model_name
+        args = [*(command or turnout_command()), "serve", "--model", model_dir, "--served-model-name",
+                served_model_name, "--port", str(self.port), "--num-threads", str(num_threads),
+                "--max-num-seqs", str(max_num_seqs), "--log-level", "warning", *(extra_args or [])]
+        super().__init__("turnout-serve", args, f"http://127.0.0.1:{self.port}/ready",
+                         ready_timeout_s=ready_timeout_s)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
