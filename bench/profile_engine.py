@@ -30,9 +30,7 @@ class PhaseTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
-    def wrap(self, obj, method: str, phase: str) -> None:
-        inner = getattr(obj, method)
-
+    def _timed(self, inner, phase: str):
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
@@ -41,20 +39,19 @@ class PhaseTimer:
                 self.seconds[phase] += time.perf_counter() - start
                 self.calls[phase] += 1
 
-        setattr(obj, method, timed)
+        return timed
+
+    def wrap(self, obj, method: str, phase: str) -> None:
+        setattr(obj, method, self._timed(getattr(obj, method), phase))
 
     def wrap_callable(self, obj, attribute: str, phase: str) -> None:
         """Time calls of a callable object held in `obj.attribute` (its other attributes pass through)."""
-        timer, inner = self, getattr(obj, attribute)
+        inner = getattr(obj, attribute)
+        timed = self._timed(inner, phase)
 
         class Timed:
             def __call__(self, *args, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return inner(*args, **kwargs)
-                finally:
-                    timer.seconds[phase] += time.perf_counter() - start
-                    timer.calls[phase] += 1
+                return timed(*args, **kwargs)
 
             def __getattr__(self, name):
                 return getattr(inner, name)
