@@ -6,8 +6,14 @@ then through `turnout serve --backend openai` pointing at that same server, at c
 Both paths see the same prompts, streamed, greedy, `ignore_eos`, so every request produces the same
 tokens. Runs alternate direct / gateway (`--rounds` times) so drift on the machine hits both alike; the
 report gives per-level medians: added p50 end-to-end latency and TTFT (gateway minus direct), and the
-throughput ratio (gateway / direct). On a 2-core machine the load generator, the gateway and vLLM share
-the cores, so the gateway's CPU time is taken from vLLM: that is part of what is measured.
+throughput ratio (gateway / direct), and the CPU time each server process tree spent per output token.
+
+On a 2-core machine the load generator, the gateway and vLLM share the cores, so the gateway's CPU time is
+taken from vLLM: that is part of what is measured. The gateway runs in its own session, as a separately
+deployed service would. This matters on Linux with autogroup scheduling (the default on desktop and many
+VM kernels): sharing the load generator's autogroup, the gateway's event loop was measured waiting up to
+0.8 s at a time on the run queue (its schedstat run_delay) after waking vLLM's API server, which held back
+whole waves of requests and showed up as 1-7 s time-to-first-token stalls.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ def _level(runs: list[dict]) -> dict:
         "ttft_p50_ms": statistics.median(r["ttft_ms"]["p50"] for r in runs),
         "itl_p50_ms": statistics.median(r["itl_ms"]["p50"] for r in runs),
         "failed": sum(r["failed"] for r in runs),
+        "cpu_us_per_token": {name: statistics.median(r["cpu_us_per_token"][name] for r in runs)
+                             for name in runs[0]["cpu_us_per_token"]},
     }
 
 
@@ -68,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[int, list[dict]]] = {"direct": {1: [], 32: []}, "gateway": {1: [], 32: []}}
     with VLLMServerProcess(model_dir, MODEL, max_num_seqs=64) as vllm:
         gateway_args = ["--backend", "openai", "--backend-option", f"url={vllm.base_url}"]
-        with ServerProcess(MODEL, MODEL, num_threads=1, extra_args=gateway_args) as gateway:
+        with ServerProcess(MODEL, MODEL, num_threads=1, extra_args=gateway_args, own_session=True) as gateway:
             urls = {"direct": vllm.base_url, "gateway": gateway.base_url}
+            servers = {"vllm": vllm, "gateway": gateway}
             prompts = _prompts(vllm.base_url, max(levels.values()) + 8, args.prompt_tokens)
             for concurrency, count in levels.items():
                 for url in urls.values():  # warm both paths (connections, caches)
@@ -79,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
                 for round_index in range(args.rounds):
                     order = ["direct", "gateway"] if round_index % 2 == 0 else ["gateway", "direct"]
                     for name in order:
+                        cpu_before = {server: process.cpu_seconds() for server, process in servers.items()}
                         report = asyncio.run(run_load(urls[name], MODEL, concurrency=concurrency,
                                                       num_requests=count, output_tokens=args.output_tokens,
                                                       prompts=prompts, extra_body={"ignore_eos": True}))
+                        tokens = max(report["total_output_tokens"], 1)
+                        report["cpu_us_per_token"] = {
+                            server: round((process.cpu_seconds() - cpu_before[server]) / tokens * 1e6, 1)
+                            for server, process in servers.items()}
+                        report["cpu_us_per_token"]["load_generator"] = round(report["client_cpu_s"] / tokens * 1e6, 1)
                         runs[name][concurrency].append(report)
                         print(f"c={concurrency:<2} {name:<7} round {round_index}: "
                               f"{report['output_tokens_per_s']:8.1f} tok/s  e2e p50 "
-                              f"{report['e2e_latency_ms']['p50']:7.1f} ms  ttft p50 {report['ttft_ms']['p50']:6.1f} ms",
+                              f"{report['e2e_latency_ms']['p50']:7.1f} ms  ttft p50 {report['ttft_ms']['p50']:6.1f} ms  "
+                              f"cpu us/token {report['cpu_us_per_token']}",
                               file=sys.stderr)
             gateway_rss = gateway.rss_mb()
     summary = {}

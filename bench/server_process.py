@@ -126,16 +126,17 @@ class ServerProcess(ChildServer):
 
     def __init__(self, model_dir: str, served_model_name: str, *, num_threads: int, max_num_seqs: int = 64,
                  extra_args: list[str] | None = None, ready_timeout_s: float = 180.0,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, own_session: bool = False):
         """`command` replaces the `turnout` executable (e.g. `[sys.executable, "-m", "server"]` to run this
-        checkout's code rather than the installed one)."""
+        checkout's code rather than the installed one). `own_session`: see `ChildServer`; it also gives the
+        server its own scheduling autogroup, as a separately deployed service would have."""
         self.port = free_port()
         self.served_model_name = served_model_name
         args = [*(command or turnout_command()), "serve", "--model", model_dir, "--served-model-name",
                 served_model_name, "--port", str(self.port), "--num-threads", str(num_threads),
                 "--max-num-seqs", str(max_num_seqs), "--log-level", "warning", *(extra_args or [])]
         super().__init__("turnout-serve", args, f"http://127.0.0.1:{self.port}/ready",
-                         ready_timeout_s=ready_timeout_s)
+                         ready_timeout_s=ready_timeout_s, own_session=own_session)
 
     @property
     def base_url(self) -> str:
