@@ -2,11 +2,13 @@
 then through `turnout serve --backend openai` pointing at that same server, at concurrency 1 and 32.
 
     python -m bench.gateway_overhead --out bench/results/gateway_overhead.json
+    python -m bench.gateway_overhead --upstream paced     # the gateway's own cost, without vLLM's noise
 
 Both paths see the same prompts, streamed, greedy, `ignore_eos`, so every request produces the same
 tokens. Runs alternate direct / gateway (`--rounds` times) so drift on the machine hits both alike; the
-report gives per-level medians: added p50 end-to-end latency and TTFT (gateway minus direct), and the
-throughput ratio (gateway / direct), and the CPU time each server process tree spent per output token.
+report gives per-level medians: added p50 end-to-end latency and TTFT (gateway minus direct), the
+throughput ratio (gateway / direct), each round's paired values, and the CPU time each process tree spent
+per output token.
 
 On a 2-core machine the load generator, the gateway and vLLM share the cores, so the gateway's CPU time is
 taken from vLLM: that is part of what is measured. The gateway runs in its own session, as a separately
@@ -14,6 +16,10 @@ deployed service would. This matters on Linux with autogroup scheduling (the def
 VM kernels): sharing the load generator's autogroup, the gateway's event loop was measured waiting up to
 0.8 s at a time on the run queue (its schedstat run_delay) after waking vLLM's API server, which held back
 whole waves of requests and showed up as 1-7 s time-to-first-token stalls.
+
+vLLM's own latency on this machine varies by more than the gateway adds (its c1 TTFT moves between ~20 and
+~200 ms from run to run). `--upstream paced` replaces it with `bench.paced_upstream`, which streams one
+token per `--step-ms` and computes nothing: the difference between the two paths is then the gateway alone.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 from bench import prompts as prompt_source
 from bench.machine import machine_info
+from bench.paced_upstream import PacedUpstreamProcess
 from bench.serve_bench import run_load
 from bench.server_process import ServerProcess
 from bench.vllm_server import VLLMServerProcess
@@ -34,7 +41,11 @@ from bench.vllm_server import VLLMServerProcess
 MODEL = "turnout-tiny"
 
 
-def _prompts(base_url: str, count: int, tokens: int):
+def _prompts(upstream: str, base_url: str, model_dir: str, count: int, tokens: int):
+    if upstream == "paced":  # it has no tokenizer; the bundled model's gives the same kind of prompts
+        from transformers import AutoTokenizer
+
+        return prompt_source.from_tokenizer(AutoTokenizer.from_pretrained(model_dir), count, tokens)
     import httpx
 
     async def fetch():
@@ -59,6 +70,9 @@ def _level(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_overhead", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--upstream", choices=("vllm", "paced"), default="vllm",
+                        help="vllm: vLLM's OpenAI server on the model; paced: bench.paced_upstream (no compute)")
+    parser.add_argument("--step-ms", type=float, default=10.0, help="the paced upstream's time per token")
     parser.add_argument("--model-dir", default=None, help="model directory (default: the bundled model)")
     parser.add_argument("--rounds", type=int, default=3, help="direct/gateway alternations per level")
     parser.add_argument("--requests-c1", type=int, default=16, help="requests per run at concurrency 1")
@@ -74,12 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(threads=1)
     levels = {1: args.requests_c1, 32: args.requests_c32}
     runs: dict[str, dict[int, list[dict]]] = {"direct": {1: [], 32: []}, "gateway": {1: [], 32: []}}
-    with VLLMServerProcess(model_dir, MODEL, max_num_seqs=64) as vllm:
-        gateway_args = ["--backend", "openai", "--backend-option", f"url={vllm.base_url}"]
+    if args.upstream == "vllm":
+        upstream = VLLMServerProcess(model_dir, MODEL, max_num_seqs=64)
+    else:
+        upstream = PacedUpstreamProcess(MODEL, step_ms=args.step_ms)
+    with upstream:
+        gateway_args = ["--backend", "openai", "--backend-option", f"url={upstream.base_url}"]
         with ServerProcess(MODEL, MODEL, num_threads=1, extra_args=gateway_args, own_session=True) as gateway:
-            urls = {"direct": vllm.base_url, "gateway": gateway.base_url}
-            servers = {"vllm": vllm, "gateway": gateway}
-            prompts = _prompts(vllm.base_url, max(levels.values()) + 8, args.prompt_tokens)
+            urls = {"direct": upstream.base_url, "gateway": gateway.base_url}
+            servers = {args.upstream: upstream, "gateway": gateway}
+            prompts = _prompts(args.upstream, upstream.base_url, model_dir, max(levels.values()) + 8,
+                               args.prompt_tokens)
             for concurrency, count in levels.items():
                 for url in urls.values():  # warm both paths (connections, caches)
                     asyncio.run(run_load(url, MODEL, concurrency=concurrency, num_requests=min(count, 16),
@@ -107,14 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for concurrency in levels:
         direct, through = _level(runs["direct"][concurrency]), _level(runs["gateway"][concurrency])
+        pairs = list(zip(runs["direct"][concurrency], runs["gateway"][concurrency], strict=True))
         summary[f"c{concurrency}"] = {
             "direct": direct,
             "gateway": through,
             "added_e2e_p50_ms": round(through["e2e_p50_ms"] - direct["e2e_p50_ms"], 2),
             "added_ttft_p50_ms": round(through["ttft_p50_ms"] - direct["ttft_p50_ms"], 2),
             "throughput_ratio": round(through["output_tokens_per_s"] / direct["output_tokens_per_s"], 4),
+            "throughput_ratio_by_round": [round(g["output_tokens_per_s"] / d["output_tokens_per_s"], 4)
+                                          for d, g in pairs],
+            "added_e2e_p50_ms_by_round": [round(g["e2e_latency_ms"]["p50"] - d["e2e_latency_ms"]["p50"], 2)
+                                          for d, g in pairs],
         }
-    result = {"machine": machine, "rounds": args.rounds, "summary": summary,
+    result = {"machine": machine, "upstream": args.upstream, "rounds": args.rounds, "summary": summary,
               "gateway_rss_mb": gateway_rss, "runs": runs}
     print(json.dumps(summary, indent=2))
     if args.out:
