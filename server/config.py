@@ -49,7 +49,8 @@ class RouterSettings:
     max_consecutive_failures: int = 3
     """A replica whose requests fail this many times in a row is ejected (passive health checking)."""
     ejection_seconds: float = 30.0
-    """How long an ejected replica gets no traffic before it is tried again."""
+    """How long an ejected replica gets no traffic before it is tried again (unless nothing else can serve
+    the model: then it is tried anyway, and a success ends its ejection)."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:

@@ -13,6 +13,11 @@ Failure rules (the same for every backend kind):
   counts against the replica and reaches the front end as `StreamInterrupted`, which streams turn into an
   error event. A buffered request (`GenerateRequest.buffered`: a non-streaming response) is collected
   whole from the replica first, so a failure at any point moves it to the next replica.
+- passive ejection only moves traffic to where it can go. When every replica of a model and of its
+  fallbacks is ejected, a request still goes to the ejected ones that pass their active health checks
+  (like Envoy's panic mode), and a success ends that replica's ejection. Otherwise a single-replica model
+  would answer 503 for `ejection_seconds` after a few transient failures, even once its upstream is fine.
+  A replica that fails its active health check gets no traffic at all.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 
 from backends.base import Backend, Tokenizer
@@ -103,50 +108,50 @@ class ModelPool(Backend):
         await asyncio.gather(*(r.backend.close() for r in self.replicas), return_exceptions=True)
 
     async def health(self) -> bool:
+        """Some replica passes its active health check. Ejection does not count here: an ejected replica
+        still takes requests when nothing else can (see the module doc), so the model can still serve."""
         await self.check_health()
-        now = time.monotonic()
-        return any(r.available(now) for r in self.replicas)
+        return any(r.healthy for r in self.replicas)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         tried: set[Replica] = set()
         last_error: BaseException | None = None
-        for pool in self._chain():
-            while (replica := pool._pick(tried)) is not None:
-                tried.add(replica)
-                replica.outstanding += 1
-                stream = replica.backend.generate(request)
+        for pool, replica in self._candidates(tried):
+            tried.add(replica)
+            replica.outstanding += 1
+            stream = replica.backend.generate(request)
+            try:
                 try:
+                    opening = await _opening(stream, request.buffered)
+                except _REQUEST_ERRORS:
+                    raise
+                except Overloaded as exc:  # busy, not broken: try another, count nothing against it
+                    last_error = exc
+                    continue
+                except Exception as exc:
+                    logger.warning("replica %s failed before anything was sent (%s); trying another",
+                                   replica.name, exc)
+                    pool._record(replica, exc)
+                    last_error = exc
+                    continue
+                for delta in opening:
+                    yield delta
+                if opening and not request.buffered:
                     try:
-                        opening = await _opening(stream, request.buffered)
+                        async for delta in stream:
+                            yield delta
                     except _REQUEST_ERRORS:
                         raise
-                    except Overloaded as exc:  # busy, not broken: try another, count nothing against it
-                        last_error = exc
-                        continue
                     except Exception as exc:
-                        logger.warning("replica %s failed before anything was sent (%s); trying another",
-                                       replica.name, exc)
                         pool._record(replica, exc)
-                        last_error = exc
-                        continue
-                    for delta in opening:
-                        yield delta
-                    if opening and not request.buffered:
-                        try:
-                            async for delta in stream:
-                                yield delta
-                        except _REQUEST_ERRORS:
-                            raise
-                        except Exception as exc:
-                            pool._record(replica, exc)
-                            raise StreamInterrupted(
-                                f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
-                            ) from exc
-                    pool._record(replica, None)
-                    return
-                finally:
-                    replica.outstanding -= 1
-                    await stream.aclose()
+                        raise StreamInterrupted(
+                            f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
+                        ) from exc
+                pool._record(replica, None)
+                return
+            finally:
+                replica.outstanding -= 1
+                await stream.aclose()
         if last_error is None:
             raise Unavailable(f"model {self.name!r} has no healthy replica")
         if isinstance(last_error, TurnoutError):  # keep its status: overloaded, engine dead, upstream error
@@ -157,9 +162,23 @@ class ModelPool(Backend):
     def _chain(self) -> list[ModelPool]:
         return [self, *self.fallbacks]
 
-    def _pick(self, exclude: set[Replica]) -> Replica | None:
+    def _candidates(self, tried: set[Replica]) -> Iterator[tuple[ModelPool, Replica]]:
+        """(pool, replica) to try, in order: available replicas of this model, then of each fallback; when
+        there were none at all, the ejected replicas that pass their health checks (see the module doc)."""
+        for ignore_ejection in (False, True):
+            if ignore_ejection:
+                if tried:
+                    return
+                logger.warning("every replica of model %r (and of its fallbacks) is ejected; trying them anyway",
+                               self.name)
+            for pool in self._chain():
+                while (replica := pool._pick(tried, ignore_ejection)) is not None:
+                    yield pool, replica
+
+    def _pick(self, exclude: set[Replica], ignore_ejection: bool = False) -> Replica | None:
         now = time.monotonic()
-        candidates = [r for r in self.replicas if r not in exclude and r.available(now)]
+        candidates = [r for r in self.replicas
+                      if r not in exclude and (r.healthy if ignore_ejection else r.available(now))]
         if not candidates:
             return None
         turn = next(self._turn)
@@ -173,6 +192,7 @@ class ModelPool(Backend):
     def _record(self, replica: Replica, error: BaseException | None) -> None:
         if error is None:
             replica.consecutive_failures = 0
+            replica.ejected_until = 0.0  # it served a request (only an ejected replica tried anyway can be)
             return
         replica.consecutive_failures += 1
         if replica.consecutive_failures >= self.settings.max_consecutive_failures:

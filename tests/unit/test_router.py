@@ -109,14 +109,46 @@ async def test_consecutive_failures_eject_a_replica_for_a_while():
     assert router.replica_health()["m"] == {"m/0": False, "m/1": True}
 
 
-async def test_every_replica_failing_raises_the_last_error_and_then_503():
-    router = Router({"m": [Scripted("a", fail_before=EngineDead("gpu fell off")),
-                           Scripted("b", fail_before=EngineDead("gpu fell off"))]},
-                    settings=RouterSettings(max_consecutive_failures=1))
+async def test_every_replica_failing_raises_the_last_error_even_once_all_are_ejected():
+    a, b = Scripted("a", fail_before=EngineDead("gpu fell off")), Scripted("b", fail_before=EngineDead("gpu fell off"))
+    router = Router({"m": [a, b]}, settings=RouterSettings(max_consecutive_failures=1, ejection_seconds=60))
     with pytest.raises(EngineDead, match="gpu fell off"):
         await texts(router)
-    with pytest.raises(Unavailable, match="no healthy replica"):  # both are ejected now
+    assert router.replica_health()["m"] == {"m/0": False, "m/1": False}
+    # Both are ejected, and nothing else can serve: they are tried anyway, and their own error comes back.
+    with pytest.raises(EngineDead, match="gpu fell off"):
         await texts(router)
+    assert (a.calls, b.calls) == (2, 2)
+    assert await router.ready(), "ejected replicas that pass their health checks can still serve"
+
+
+async def test_a_lone_replica_that_recovers_serves_at_once_despite_its_ejection():
+    flaky = Scripted("a", fail_before=EngineDead("blip"))
+    router = Router({"m": [flaky]}, settings=RouterSettings(max_consecutive_failures=2, ejection_seconds=60))
+    for _ in range(2):
+        with pytest.raises(EngineDead):
+            await texts(router)
+    assert router.replica_health()["m"] == {"m/0": False}
+    flaky.fail_before = None
+    assert await texts(router) == "a0 a1 a2 "
+    assert router.replica_health()["m"] == {"m/0": True}, "a success ends the ejection"
+
+
+async def test_ejected_replicas_are_not_tried_while_a_fallback_can_serve():
+    broken, backup = Scripted("a", fail_before=EngineDead("down")), Scripted("z")
+    router = Router({"m": [broken], "backup": [backup]}, fallbacks={"m": ["backup"]},
+                    settings=RouterSettings(max_consecutive_failures=1, ejection_seconds=60))
+    for _ in range(3):
+        assert await texts(router) == "z0 z1 z2 "
+    assert broken.calls == 1
+
+
+async def test_no_replica_passing_its_health_check_is_a_503():
+    router = Router({"m": [Scripted("a", healthy=False)]})
+    await router.resolve("m").check_health()
+    with pytest.raises(Unavailable, match="no healthy replica"):
+        await texts(router)
+    assert not await router.ready()
 
 
 async def test_fallback_model_serves_when_every_replica_fails():
