@@ -45,6 +45,8 @@ class Router:
     def from_config(cls, config: ServeConfig) -> Router:
         from backends.registry import create_backend
 
+        if warning := config.cpu_contention_warning():
+            logger.warning(warning)
         backends = {
             m.name: [create_backend(m.backend, options) for options in m.replica_options()] for m in config.models
         }

@@ -243,3 +243,17 @@ def test_config_file_is_checked_field_by_field():
     for raw, message in bad:
         with pytest.raises(ConfigError, match=message):
             parse_config(raw)
+
+
+def test_several_hf_engines_on_the_cpu_are_warned_about_by_name():
+    def warning(models):
+        return parse_config({"models": models}).cpu_contention_warning()
+
+    two = warning([{"name": "a", "backend": "hf", "options": {"model": "x"}, "replicas": 2}])
+    assert two is not None and "2 HF engines" in two and "a/0, a/1" in two
+    mixed = warning([{"name": "a", "backend": "hf", "options": {"model": "x"}},
+                     {"name": "b", "backend": "hf", "options": {"model": "y", "device": "cpu"}}])
+    assert mixed is not None and "a/0, b/0" in mixed
+    assert warning([{"name": "a", "backend": "hf", "options": {"model": "x"}}]) is None
+    assert warning([{"name": "a", "backend": "hf", "options": {"model": "x", "device": "cuda"}, "replicas": 2}]) is None
+    assert warning([{"name": "a", "backend": "openai", "options": {"url": "http://h/v1"}, "replicas": 4}]) is None
