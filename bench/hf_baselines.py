@@ -47,6 +47,7 @@ def on_own_thread(fn: Callable, *args):
         raise outcome["error"]
     return outcome["value"]
 
+
 def load_model(model_dir: str, dtype: str, attn_implementation: str):
     """The model exactly as our server loads it (same dtype, same attention kernel), in eval mode."""
     from transformers import AutoModelForCausalLM

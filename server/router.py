@@ -85,7 +85,7 @@ class Router:
         return infos
 
     def replica_health(self) -> dict[str, dict[str, bool]]:
-        """{model: {replica name: available}} for readiness and metrics."""
+        """{model: {replica name: available (healthy and not ejected)}}, for the metrics."""
         now = time.monotonic()
         return {name: {r.name: r.available(now) for r in pool.replicas} for name, pool in self.pools.items()}
 
