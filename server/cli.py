@@ -128,6 +128,7 @@ def serve(args: argparse.Namespace) -> int:
     from server.access_log import configure_logging
     from server.app import build_app
     from server.config import ConfigError, load_config
+    from server.http.transport import http_protocol
     from server.observe import Telemetry
     from server.router import Router
     from server.tracing import Tracer, TracingUnavailable
@@ -144,7 +145,7 @@ def serve(args: argparse.Namespace) -> int:
     app = build_app(router, Telemetry(tracer=tracer), grpc_port=args.grpc_port, grpc_host=args.host)
     # Our access log (server/observe.py) replaces uvicorn's; log_config=None keeps our log format.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
-                access_log=False, log_config=None)
+                access_log=False, log_config=None, http=http_protocol())
     return 0
 
 

@@ -12,6 +12,7 @@ import uvicorn
 from backends.hf.backend import HFBackend
 from backends.hf.config import HFEngineConfig
 from server.app import build_app
+from server.http.transport import http_protocol
 from server.router import Router
 
 
@@ -28,7 +29,8 @@ class ServerThread:
         self.port = free_port()
         self.grpc_port = free_port() if grpc else None
         self.app = build_app(self.router, grpc_port=self.grpc_port)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                http=http_protocol())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 from starlette.responses import StreamingResponse
@@ -44,46 +42,30 @@ async def _ending_in_error_event(events):
         yield DONE
 
 
-async def coalesced(chunks):
-    """Send what is ready together: each socket write costs far more than encoding a chunk, and when the
-    backend delivers tokens in bursts (remote upstreams, several choices) one write per burst is enough.
-    The producer runs one item ahead in its own task; a lone chunk is written as soon as it exists."""
-    queue: asyncio.Queue = asyncio.Queue()
-    end = object()
+class EventStreamResponse(StreamingResponse):
+    """Sends its head only with its first event. The server writes what a connection sends during one
+    loop pass as one segment (server/http/transport.py), so head and first event arrive together and the
+    client wakes once, to a usable event; likewise, events the backend delivers in one burst (remote
+    upstreams, several choices) and the last event with the end of the body. The events are closed however
+    the response ends, so a client that leaves aborts its generation at once."""
 
-    async def produce() -> None:
+    async def stream_response(self, send) -> None:
+        events = self.body_iterator
         try:
-            async for chunk in chunks:
-                queue.put_nowait(chunk)
-        except BaseException as exc:  # handed to the consumer, which re-raises it in the response
-            queue.put_nowait(exc)
-            return
-        queue.put_nowait(end)
-
-    producer = asyncio.ensure_future(produce())
-    try:
-        while True:
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            done = batch[-1] is end or isinstance(batch[-1], BaseException)
-            data = b"".join(c for c in (batch[:-1] if done else batch))
-            if data:
-                yield data
-            if done:
-                if isinstance(batch[-1], BaseException):
-                    raise batch[-1]
-                return
-    finally:
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
-        await chunks.aclose()
+            first = await anext(events, b"")
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await events.aclose()
 
 
-def response(events) -> StreamingResponse:
-    return StreamingResponse(
-        coalesced(_ending_in_error_event(events)),
+def response(events) -> EventStreamResponse:
+    return EventStreamResponse(
+        _ending_in_error_event(events),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,73 @@
+"""uvicorn's HTTP protocol with one change: what a connection writes during one pass of the event loop
+reaches the socket as one write.
+
+uvicorn writes each ASGI message as soon as it is sent: a streamed response's head, then its first event,
+then at the end its last event and the chunked-encoding terminator, each a separate `send` on the socket.
+On loopback each write also runs the receiver's TCP input and wakes it, which costs about 0.1 ms here
+(measured in the gateway, 155 us per write); worse, the client woken by the head alone takes the CPU and
+the first event waits behind it. Holding a connection's writes until the end of the current loop pass
+sends head and first event in one segment, and the last event with the terminator, at the cost of at most
+one loop pass of delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class CoalescingTransport:
+    """Wraps a transport so that its writes during one loop pass go out together; everything else is the
+    wrapped transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._pending)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol class (httptools when installed, as uvicorn's "auto" picks), writing
+    through a `CoalescingTransport`. Pass it to uvicorn as `http=`."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # httptools is not installed: uvicorn's pure-Python parser
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class CoalescingHttpProtocol(base):
+        def connection_made(self, transport) -> None:
+            super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+
+    return CoalescingHttpProtocol

@@ -1,0 +1,79 @@
+"""Writes coalesced per event-loop pass (server/http/transport.py), on a real event loop."""
+
+import asyncio
+
+from server.http.transport import CoalescingTransport
+
+
+class RecordingTransport:
+    """Stands in for the socket transport: records what reaches it."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 1234)}.get(name, default)
+
+
+async def test_writes_of_one_loop_pass_reach_the_socket_as_one_write_after_it():
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"5\r\nhello\r\n")
+    assert inner.writes == []
+    assert transport.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n")
+    await asyncio.sleep(0)
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n"]
+    transport.write(b"later")
+    await asyncio.sleep(0)
+    assert inner.writes[1:] == [b"later"]
+
+
+async def test_close_sends_what_is_pending_first_and_abort_drops_it():
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"0\r\n\r\n")
+    transport.close()
+    assert inner.writes == [b"0\r\n\r\n"] and inner.closed
+    await asyncio.sleep(0)  # the flush scheduled by the write finds nothing left to send
+    assert inner.writes == [b"0\r\n\r\n"]
+
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"never sent")
+    transport.abort()
+    await asyncio.sleep(0)
+    assert inner.writes == [] and inner.aborted
+
+
+async def test_nothing_is_written_to_a_transport_that_is_closing():
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"data")
+    inner.closed = True  # the peer went away meanwhile
+    await asyncio.sleep(0)
+    assert inner.writes == []
+
+
+async def test_everything_else_is_the_wrapped_transports():
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 1234)
+    assert transport.is_closing() is False
