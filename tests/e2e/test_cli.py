@@ -31,15 +31,15 @@ def served(tmp_path_factory, bundled_model_dir):
     cwd = tmp_path_factory.mktemp("cwd")
     port = free_port()
     turnout = os.path.join(os.path.dirname(sys.executable), "turnout")  # the installed console script
-    log = open(cwd / "server.log", "w")
-    proc = subprocess.Popen([turnout, "serve", "--port", str(port)], cwd=cwd, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        wait_ready(port, proc, log_path=cwd / "server.log")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with open(cwd / "server.log", "w") as log:
+        proc = subprocess.Popen([turnout, "serve", "--port", str(port)], cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_ready(port, proc, log_path=cwd / "server.log")
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_serve_bundled_model_from_any_directory(served):
