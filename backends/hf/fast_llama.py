@@ -6,6 +6,9 @@ rounding), but as plain tensor calls over the model's own weights: on a small mo
 one matrix product (as are gate and up), RoPE turns q and k together, and RMSNorm is torch's fused kernel.
 The fused matrices are the model's own storage: each projection's weight becomes a view into its layer's
 fused matrix, so memory does not grow and the transformers forward still sees the same weights.
+On CPU the projections are reordered for oneDNN instead (`packed_linear`): the reordered copy is then the
+only one, and the model's projection modules are replaced by stand-ins that refuse to run, so the
+model serves through this forward alone (as the runner uses it) without holding its weights twice.
 Models it does not recognise use the ordinary transformers forward.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from backends.hf import packed_linear
 from backends.hf.kv_cache import SlotKVCache
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -35,22 +39,39 @@ def supports(model) -> bool:
     )
 
 
-def _fuse(modules: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One [sum of out_features, in_features] weight (and bias) for these projections of the same input;
-    each module's parameters become views into it."""
-    weight = torch.cat([m.weight.detach() for m in modules])
+class _MovedProjection(torch.nn.Module):
+    """Stands where a projection was whose weight now lives only in FastLlamaForward's packed copy."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("this projection's weight was moved into the lean forward's packed copy; "
+                           "the model runs only through FastLlamaForward")
+
+
+def _projection(owners: list[tuple[torch.nn.Module, str]]):
+    """One projection computing these Linear layers (children `name` of `parent`) of the same input, their
+    outputs concatenated. Packed: the layers leave the model. Dense: their parameters become views into
+    the one concatenated weight, so memory does not grow."""
+    modules = [getattr(parent, name) for parent, name in owners]
     has_bias = [m.bias is not None for m in modules]
     if any(has_bias) and not all(has_bias):
         raise ValueError("cannot fuse projections of which only some have a bias")
-    bias = torch.cat([m.bias.detach() for m in modules]) if all(has_bias) else None
-    start = 0
-    for m in modules:
-        rows = m.weight.shape[0]
-        m.weight.data = weight[start : start + rows]
-        if bias is not None:
-            m.bias.data = bias[start : start + rows]
-        start += rows
-    return weight, bias
+    weight = torch.cat([m.weight.detach() for m in modules]) if len(modules) > 1 else modules[0].weight.detach()
+    bias = None
+    if all(has_bias):
+        bias = torch.cat([m.bias.detach() for m in modules]) if len(modules) > 1 else modules[0].bias.detach()
+    projection = packed_linear.linear(weight, bias)
+    if projection.packed:
+        for parent, name in owners:
+            setattr(parent, name, _MovedProjection())
+    elif len(modules) > 1:
+        start = 0
+        for m in modules:
+            rows = m.weight.shape[0]
+            m.weight.data = weight[start : start + rows]
+            if bias is not None:
+                m.bias.data = bias[start : start + rows]
+            start += rows
+    return projection
 
 
 class FastLlamaForward:
@@ -60,7 +81,6 @@ class FastLlamaForward:
         self.embed = model.model.embed_tokens.weight
         self.layers = list(model.model.layers)
         self.norm = model.model.norm
-        self.lm_head = model.lm_head.weight
         self.inv_freq = model.model.rotary_emb.inv_freq
         self.attention_scaling = model.model.rotary_emb.attention_scaling
         attn = self.layers[0].self_attn
@@ -71,9 +91,16 @@ class FastLlamaForward:
         self.gqa = self.num_heads != self.num_kv_heads
         self.intermediate_size = config.intermediate_size
         with torch.no_grad():
-            self.qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
-                        for layer in self.layers]
-            self.gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in self.layers]
+            self.qkv = [_projection([(layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"),
+                                     (layer.self_attn, "v_proj")]) for layer in self.layers]
+            self.o_proj = [_projection([(layer.self_attn, "o_proj")]) for layer in self.layers]
+            self.gate_up = [_projection([(layer.mlp, "gate_proj"), (layer.mlp, "up_proj")]) for layer in self.layers]
+            self.down_proj = [_projection([(layer.mlp, "down_proj")]) for layer in self.layers]
+            if model.lm_head.weight.data_ptr() == self.embed.data_ptr():
+                # Tied to the embedding, which stays as it is: a packed LM head is a second copy (vocab x hidden).
+                self.lm_head = packed_linear.linear(self.embed)
+            else:
+                self.lm_head = _projection([(model, "lm_head")])
 
     @staticmethod
     def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
@@ -90,9 +117,8 @@ class FastLlamaForward:
         half = self.head_dim // 2
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
         for index, layer in enumerate(self.layers):
-            weight, bias = self.qkv[index]
             x = self._rms_norm(layer.input_layernorm, hidden)
-            qkv = F.linear(x, weight, bias).view(batch, width, q_heads + 2 * kv_heads, self.head_dim)
+            qkv = self.qkv[index](x).view(batch, width, q_heads + 2 * kv_heads, self.head_dim)
             qk = qkv[:, :, : q_heads + kv_heads]
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
             q = qk[:, :, :q_heads].transpose(1, 2)
@@ -101,11 +127,10 @@ class FastLlamaForward:
             k, v = cache.update(k, v, index)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
             out = out.transpose(1, 2).reshape(batch, width, -1)
-            o_proj = layer.self_attn.o_proj
-            hidden = hidden + F.linear(out, o_proj.weight, o_proj.bias)
+            hidden = hidden + self.o_proj[index](out)
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
-            gate, up = F.linear(x, self.gate_up[index]).split(self.intermediate_size, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
+            gate, up = self.gate_up[index](x).split(self.intermediate_size, dim=-1)
+            hidden = hidden + self.down_proj[index](F.silu(gate) * up)
         if last_only:
             hidden = hidden[:, -1:, :]
-        return F.linear(self._rms_norm(self.norm, hidden), self.lm_head)
+        return self.lm_head(self._rms_norm(self.norm, hidden))
