@@ -62,11 +62,13 @@ class SlotKVCache(Cache):
         self.keys.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
         self.values.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
 
-    def copy_slots(self, dst: list[int], src: list[int]) -> None:
-        """Slot dst[i] takes the contents slot src[i] had before the call (beams forking)."""
+    def copy_slots(self, dst: list[int], src: list[int], length: int | None = None) -> None:
+        """Slot dst[i] takes the contents slot src[i] had before the call: its first `length` positions,
+        or all of them."""
         dst_index, src_index = torch.tensor(dst), torch.tensor(src)
+        columns = slice(0, length)
         for tensor in (*self.keys, *self.values):
-            tensor[dst_index] = tensor[src_index]
+            tensor[dst_index, columns] = tensor[src_index, columns]
 
     # The parts of the Cache interface that model code may query.
     def get_seq_length(self, layer_idx: int = 0) -> int:

@@ -49,10 +49,13 @@ class ModelRunner:
         # Forwards whose rows used more than one adapter (or an adapter and the base); tests read it.
         self.num_mixed_adapter_forwards = 0
         self._slot_of: dict[Sequence, int] = {}
-        self._slot_owner: list[Sequence] = []
+        self._slot_owner: list[Sequence | None] = []  # None: a hole left by a released sequence
 
-    # Slots: a sequence takes the next free slot on its first forward and gives it back when it leaves;
-    # the last slot's owner moves into the hole so that slots 0..n-1 stay in use.
+    # Slots: a sequence takes the next free slot on its first forward and gives it back when it leaves.
+    # Before each forward the highest slots' owners move down into the holes, so that slots 0..n-1 are in
+    # use and a decode batch reads a plain slice of the cache. Moving then rather than at each release
+    # means sequences that leave together from the top move nobody (a batch that finishes in one step),
+    # and one copy of only the computed positions serves all the moves.
     def _slot(self, seq: Sequence) -> int:
         slot = self._slot_of.get(seq)
         if slot is None:
@@ -63,16 +66,28 @@ class ModelRunner:
             self._slot_owner.append(seq)
         return slot
 
-    @torch.inference_mode()
     def release(self, seq: Sequence) -> None:
         slot = self._slot_of.pop(seq, None)
-        if slot is None:
-            return
-        last_owner = self._slot_owner.pop()
-        if last_owner is not seq:
-            self.cache.copy_slots([slot], [len(self._slot_owner)])
-            self._slot_owner[slot] = last_owner
-            self._slot_of[last_owner] = slot
+        if slot is not None:
+            self._slot_owner[slot] = None
+
+    def _compact(self) -> None:
+        owners = self._slot_owner
+        moves: list[tuple[int, int]] = []  # (hole, slot moving into it)
+        length, hole = 0, 0
+        while True:
+            while owners and owners[-1] is None:
+                owners.pop()
+            hole = next((i for i in range(hole, len(owners)) if owners[i] is None), None)
+            if hole is None:
+                break
+            seq = owners.pop()
+            moves.append((hole, len(owners)))
+            length = max(length, seq.num_computed_tokens)
+            owners[hole] = seq
+            self._slot_of[seq] = hole
+        if moves and length:
+            self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves], length)
 
     @torch.inference_mode()
     def fork(self, seqs: list[Sequence], sources: list[int]) -> None:
@@ -84,12 +99,13 @@ class ModelRunner:
 
     @property
     def num_slots_used(self) -> int:
-        return len(self._slot_owner)
+        return len(self._slot_of)
 
     @torch.inference_mode()
     def execute(self, num_scheduled_tokens: dict[Sequence, int]) -> RunnerOutput:
         """Run the scheduled tokens; return the sequences whose next token is due with their logits, and
         the logits of every computed prompt position for sequences that asked for prompt logprobs."""
+        self._compact()
         decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
         prompt = [s for s, n in num_scheduled_tokens.items() if n > 1]
         output = RunnerOutput()

@@ -43,3 +43,39 @@ def test_join_leave_and_chunked_prefill_match_generate(random_models, kind, chun
         step += 1
     assert runner.num_slots_used == 0
     assert [s.output_token_ids for s in seqs] == expected
+
+
+def test_released_slots_are_filled_from_the_top_before_the_next_forward(random_models):
+    """Sequences leaving from the top of the slots move nobody; a hole below is filled by the highest
+    sequence, copying only the positions it has computed, and its tokens stay those of `generate`."""
+    model = AutoModelForCausalLM.from_pretrained(random_models["llama"]).eval()
+    runner = ModelRunner(model, num_slots=4, max_len=128, pad_token_id=0)
+    copies = []
+    copy_slots = runner.cache.copy_slots
+    runner.cache.copy_slots = lambda dst, src, length=None: (copies.append((dst, src, length)),
+                                                             copy_slots(dst, src, length))
+    prompts = [[5, 6, 7], [8, 9, 10, 11], [12, 13], [14, 15, 16, 17, 18]]
+    seqs = [Sequence(str(i), p, SamplingParams(temperature=0)) for i, p in enumerate(prompts)]
+
+    def step(active):
+        ran = runner.execute({s: s.num_uncomputed_tokens for s in active})
+        for s, row in zip(ran.due, ran.logits, strict=True):
+            s.append_token(int(row.argmax()))
+
+    step(seqs)
+    assert [runner._slot(s) for s in seqs] == [0, 1, 2, 3]
+    runner.release(seqs[3])
+    runner.release(seqs[2])
+    step(seqs[:2])
+    assert copies == [] and runner.num_slots_used == 2
+    # seqs[0] leaves from slot 0: seqs[1] (slot 1) moves down, copying its computed positions only.
+    runner.release(seqs[0])
+    assert runner.num_slots_used == 1
+    step(seqs[1:2])
+    assert copies == [([0], [1], len(prompts[1]) + 1)] and runner._slot(seqs[1]) == 0
+    for _ in range(3):
+        step(seqs[1:2])
+    reference = AutoModelForCausalLM.from_pretrained(random_models["llama"]).eval()  # `model` is packed now
+    expected = reference.generate(torch.tensor([prompts[1]]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                              pad_token_id=0)[0, len(prompts[1]):].tolist()
+    assert seqs[1].output_token_ids == expected
