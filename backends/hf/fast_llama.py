@@ -101,6 +101,12 @@ class FastLlamaForward:
                 self.lm_head = packed_linear.linear(self.embed)
             else:
                 self.lm_head = _projection([(model, "lm_head")])
+            if self.qkv[0].packed:
+                # Loaded weights can be views of the checkpoint's memory-mapped file, which stays mapped (and
+                # counted in the resident set) while any of them lives. The tensors left (embedding, norms,
+                # RoPE frequencies) get memory of their own, so that the mapping can close.
+                for tensor in (*model.parameters(), *model.buffers()):
+                    tensor.data = tensor.data.clone()
 
     @staticmethod
     def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:

@@ -71,3 +71,23 @@ def test_unsupported_models_use_the_transformers_forward(random_models):
     model = load(random_models["gpt2"])
     assert not fast_llama.supports(model)
     assert ModelRunner(model, num_slots=2, max_len=32, pad_token_id=0).fast_forward is None
+
+
+def test_packed_forward_lets_the_checkpoint_file_unmap(random_models, tmp_path):
+    """The weights left in the model get memory of their own, so the checkpoint's memory map (the
+    projections' plain weights, still counted in the resident set) closes."""
+    import gc
+    import shutil
+
+    model_dir = shutil.copytree(random_models["llama"], tmp_path / "llama")  # a file no other test maps
+
+    def mapped() -> bool:
+        with open("/proc/self/maps") as maps:
+            return any(str(model_dir) in line for line in maps)
+
+    model = load(model_dir)
+    assert mapped()  # transformers maps safetensors checkpoints
+    forward = fast_llama.FastLlamaForward(model)
+    gc.collect()
+    assert not mapped()
+    assert forward.embed is model.model.embed_tokens.weight
