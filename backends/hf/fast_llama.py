@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backends.hf import packed_linear
+from backends.hf import decode_attention, packed_linear
 from backends.hf.kv_cache import SlotKVCache
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -101,6 +101,9 @@ class FastLlamaForward:
                 self.lm_head = packed_linear.linear(self.embed)
             else:
                 self.lm_head = _projection([(model, "lm_head")])
+            # One query per row over the cache: the C++ kernel where it could be built, else SDPA.
+            cpu_float32 = self.embed.device.type == "cpu" and self.embed.dtype == torch.float32
+            self.decode_kernel = decode_attention.load() if cpu_float32 else None
             if self.qkv[0].packed:
                 # Loaded weights can be views of the checkpoint's memory-mapped file, which stays mapped (and
                 # counted in the resident set) while any of them lives. The tensors left (embedding, norms,
@@ -120,6 +123,8 @@ class FastLlamaForward:
         cos = (emb.cos() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
         sin = (emb.sin() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
         batch, width = input_ids.shape
+        # A decode row's query sits at its last cached position: it attends to positions 0..that one.
+        lengths = positions[:, 0] + 1 if width == 1 and self.decode_kernel is not None else None
         half = self.head_dim // 2
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
         for index, layer in enumerate(self.layers):
@@ -131,8 +136,14 @@ class FastLlamaForward:
             k = qk[:, :, q_heads:].transpose(1, 2)
             v = qkv[:, :, q_heads + kv_heads :].transpose(1, 2)
             k, v = cache.update(k, v, index)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
-            out = out.transpose(1, 2).reshape(batch, width, -1)
+            if lengths is not None:
+                out = decode_attention.decode_attention(self.decode_kernel, q[:, :, 0], k.transpose(1, 2),
+                                                        v.transpose(1, 2), lengths, self.scaling)
+                out = out.view(batch, 1, -1)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
+                                                     enable_gqa=self.gqa)
+                out = out.transpose(1, 2).reshape(batch, width, -1)
             hidden = hidden + self.o_proj[index](out)
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
             gate, up = self.gate_up[index](x).split(self.intermediate_size, dim=-1)
