@@ -64,6 +64,7 @@ def load():
     (the reason is logged once)."""
     with _lock:
         if not _loaded:
+            logger.info("loading the decode attention kernel (built once per machine: ~25 s the first time)")
             try:
                 _loaded["kernel"] = _build()
             except Exception as exc:  # no compiler, no ninja, a failed build: decode falls back to SDPA
