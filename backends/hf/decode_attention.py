@@ -54,7 +54,10 @@ def _build():
     return cpp_extension.load(
         name=f"turnout_decode_attention_{_cpu_fingerprint()}",
         sources=[str(SOURCE)],
-        extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+        # -fopenmp: at::parallel_for is OpenMP pragmas in ATen's headers (without it they run on one thread).
+        # The library it links is found already loaded, as torch's own libgomp.so.1: one OpenMP runtime.
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
         verbose=False,
     )
 
