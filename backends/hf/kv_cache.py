@@ -56,6 +56,23 @@ class SlotKVCache(Cache):
         return (keys[self._rows, : self._kv_len].transpose(1, 2),
                 values[self._rows, : self._kv_len].transpose(1, 2))
 
+    def layer(self, layer_idx: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's whole key and value tensors, [slot, position, head, head_dim], for kernels that write
+        and read them in place; allocated on first use like `update` does (`like`: [batch, heads, tokens,
+        head_dim])."""
+        if layer_idx == len(self.keys):
+            self._allocate(like)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    @property
+    def rows(self) -> slice | torch.Tensor:
+        """The slots of the prepared forward's batch rows: a slice when they are consecutive."""
+        return self._rows
+
+    @property
+    def kv_len(self) -> int:
+        return self._kv_len
+
     def _allocate(self, like: torch.Tensor) -> None:
         _, num_heads, _, head_dim = like.shape
         shape = (self.num_slots, self.max_len + 1, num_heads, head_dim)

@@ -5,7 +5,8 @@
 // Per row, one pass over its keys reads every head of a position together (adjacent in the cache), a
 // softmax per head, then one pass over its values: the cache is read once, front to back, which is what
 // bounds decode attention here (SDPA's CPU kernel walks each head separately).
-#include <torch/extension.h>
+#include "kernels.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -86,8 +87,4 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
     }
   });
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "one query token per row over its cached keys and values");
 }

@@ -1,0 +1,127 @@
+// The small steps of a decode layer, each one pass instead of several PyTorch ops: at batch 32 a decode
+// step ran ~130 small ops, each costing more in dispatch than in arithmetic.
+#include "kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace {
+
+void check_float(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, op, ": ", name, " must be a float32 CPU tensor");
+}
+
+}  // namespace
+
+// Llama's RMSNorm in float32: x * rsqrt(mean(x^2) + eps) * weight, over the last dimension.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  check_float(x, "rms_norm", "x");
+  check_float(weight, "rms_norm", "weight");
+  const int64_t hidden = x.size(-1);
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == hidden && weight.is_contiguous(),
+              "rms_norm: weight must be a contiguous [", hidden, "]");
+  const auto input = x.contiguous();
+  auto out = at::empty_like(input);
+  const int64_t rows = input.numel() / hidden;
+  const float* xp = input.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float epsilon = static_cast<float>(eps);
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * hidden;
+      float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+      for (int64_t i = 0; i < hidden; ++i) squares += row[i] * row[i];
+      const float inv = 1.f / std::sqrt(squares / hidden + epsilon);
+      float* o = op + r * hidden;
+#pragma omp simd
+      for (int64_t i = 0; i < hidden; ++i) o[i] = wp[i] * (row[i] * inv);
+    }
+  });
+  return out;
+}
+
+// The gated MLP's middle: gate_up is [..., 2 * I] (gate then up, as the fused projection makes it);
+// returns silu(gate) * up, [..., I].
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  check_float(gate_up, "silu_mul", "gate_up");
+  const int64_t width = gate_up.size(-1);
+  TORCH_CHECK(width % 2 == 0, "silu_mul: last dimension ", width, " is not even");
+  const int64_t inter = width / 2;
+  const auto input = gate_up.contiguous();
+  auto sizes = input.sizes().vec();
+  sizes.back() = inter;
+  auto out = at::empty(sizes, input.options());
+  const int64_t rows = input.numel() / width;
+  const float* ip = input.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* gate = ip + r * width;
+      const float* up = gate + inter;
+      float* o = op + r * inter;
+#pragma omp simd
+      for (int64_t i = 0; i < inter; ++i) o[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    }
+  });
+  return out;
+}
+
+// One decode token per row: qkv [B, 1, q_heads + 2 * kv_heads, D] (the fused projection's output);
+// cos, sin [B, 1, D] (RoPE at each row's position, attention scaling included). Rotates q and k
+// (x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]), writes k and v into the caches
+// [slots, positions, kv_heads, D] at slot first_slot + b, position positions[b], and returns q [B, q_heads, D].
+at::Tensor rope_and_cache_write(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                                at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& positions,
+                                int64_t first_slot, int64_t q_heads) {
+  const char* op = "rope_and_cache_write";
+  check_float(qkv, op, "qkv");
+  check_float(cos, op, "cos");
+  check_float(sin, op, "sin");
+  check_float(key_cache, op, "key_cache");
+  check_float(value_cache, op, "value_cache");
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1 && qkv.is_contiguous(), op, ": qkv must be a contiguous [B, 1, heads, D]");
+  const int64_t B = qkv.size(0), heads = qkv.size(2), D = qkv.size(3);
+  const int64_t kv_heads = (heads - q_heads) / 2;
+  TORCH_CHECK(q_heads > 0 && kv_heads > 0 && q_heads + 2 * kv_heads == heads && D % 2 == 0, op,
+              ": qkv's ", heads, " heads of size ", D, " do not split into ", q_heads, " query heads and k, v");
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == B * D && sin.numel() == B * D, op,
+              ": cos and sin must be contiguous [B, 1, D]");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous() && key_cache.sizes() == value_cache.sizes() &&
+                  key_cache.dim() == 4 && key_cache.size(2) == kv_heads && key_cache.size(3) == D,
+              op, ": caches must be contiguous [slots, positions, ", kv_heads, ", ", D, "]");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.is_contiguous() && positions.numel() == B, op,
+              ": positions must be a contiguous int64 [B]");
+  const int64_t* pos = positions.data_ptr<int64_t>();
+  TORCH_CHECK(first_slot >= 0 && first_slot + B <= key_cache.size(0), op, ": slots ", first_slot, "..",
+              first_slot + B - 1, " outside the cache's ", key_cache.size(0));
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK(pos[b] >= 0 && pos[b] < key_cache.size(1), op, ": position ", pos[b], " outside the cache");
+
+  auto q = at::empty({B, q_heads, D}, qkv.options());
+  const float* src = qkv.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  float* qp = q.data_ptr<float>();
+  float* kp = key_cache.data_ptr<float>();
+  float* vp = value_cache.data_ptr<float>();
+  const int64_t slot_stride = key_cache.stride(0), position_stride = key_cache.stride(1);
+  const int64_t half = D / 2;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = src + b * heads * D;
+    const float* c = cp + b * D;
+    const float* s = sp + b * D;
+    const int64_t at_slot = (first_slot + b) * slot_stride + pos[b] * position_stride;
+    for (int64_t h = 0; h < q_heads + kv_heads; ++h) {
+      const float* x = row + h * D;
+      float* o = h < q_heads ? qp + (b * q_heads + h) * D : kp + at_slot + (h - q_heads) * D;
+      for (int64_t i = 0; i < half; ++i) o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
+      for (int64_t i = half; i < D; ++i) o[i] = x[i] * c[i] + x[i - half] * s[i];
+    }
+    std::memcpy(vp + at_slot, row + (q_heads + kv_heads) * D, kv_heads * D * sizeof(float));
+  }
+  return q;
+}

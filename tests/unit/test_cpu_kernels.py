@@ -1,0 +1,152 @@
+"""The lean forward's C++ kernels compute what the PyTorch ops they replace compute, and reject what they
+cannot read."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backends.hf import cpu_kernels
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    built = cpu_kernels.load()
+    assert built is not None, "the kernels must build where the test suite runs (a C++ compiler is present)"
+    return built
+
+
+def cache_views(batch, length, kv_heads, head_dim, slots=6, max_len=40):
+    """Keys and values as the runner hands them over: views into a larger [slot, position, head, dim] cache."""
+    torch.manual_seed(0)
+    keys = torch.randn(slots, max_len + 1, kv_heads, head_dim)
+    values = torch.randn(slots, max_len + 1, kv_heads, head_dim)
+    return keys[1 : 1 + batch, :length], values[1 : 1 + batch, :length]
+
+
+@pytest.mark.parametrize("q_heads,kv_heads", [(4, 4), (8, 2)])
+def test_decode_attention_equals_sdpa_with_a_length_mask(kernels, q_heads, kv_heads):
+    batch, length, head_dim = 5, 23, 16
+    k, v = cache_views(batch, length, kv_heads, head_dim)
+    # q as a strided view, as it comes out of the fused q/k/v projection.
+    q = torch.randn(batch, q_heads + 2 * kv_heads, head_dim)[:, :q_heads]
+    lengths = torch.tensor([23, 1, 7, 16, 22])
+    got = kernels.decode_attention(q, k, v, lengths, 0.25)
+    allowed = (torch.arange(length).view(1, length) < lengths.view(batch, 1)).view(batch, 1, 1, length)
+    expected = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
+                                              attn_mask=allowed, scale=0.25, enable_gqa=q_heads != kv_heads)
+    assert torch.allclose(got, expected.squeeze(2), atol=1e-5)
+
+
+def test_decode_attention_reads_only_a_rows_own_length(kernels):
+    """Whatever lies beyond a row's length (another sequence's old keys, the pad column) changes nothing."""
+    k, v = cache_views(2, 12, 2, 8)
+    q = torch.randn(2, 2, 8)
+    lengths = torch.tensor([5, 12])
+    before = kernels.decode_attention(q, k, v, lengths, 1.0)
+    k[0, 5:] = 1e4
+    v[0, 5:] = float("nan")
+    after = kernels.decode_attention(q, k, v, lengths, 1.0)
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("bad", ["length_zero", "length_past_cache", "float64", "int32_lengths"])
+def test_decode_attention_rejects_bad_input(kernels, bad):
+    k, v = cache_views(2, 10, 2, 8)
+    q = torch.randn(2, 2, 8)
+    lengths = torch.tensor([3, 10])
+    if bad == "length_zero":
+        lengths = torch.tensor([0, 10])
+    elif bad == "length_past_cache":
+        lengths = torch.tensor([3, 11])
+    elif bad == "float64":
+        q, k, v = q.double(), k.double(), v.double()
+    elif bad == "int32_lengths":
+        lengths = lengths.int()
+    with pytest.raises(RuntimeError, match="decode_attention"):
+        kernels.decode_attention(q, k, v, lengths, 1.0)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64), (2, 7, 48), (5, 256)])
+def test_rms_norm_equals_torch(kernels, shape):
+    x = torch.randn(*shape) * 3
+    weight = torch.randn(shape[-1])
+    assert torch.allclose(kernels.rms_norm(x, weight, 1e-6), F.rms_norm(x, (shape[-1],), weight, 1e-6), atol=1e-5)
+    with pytest.raises(RuntimeError, match="rms_norm"):
+        kernels.rms_norm(x, torch.randn(shape[-1] + 1), 1e-6)
+
+
+def test_silu_mul_equals_torch(kernels):
+    gate_up = torch.randn(4, 1, 2 * 40) * 4
+    gate, up = gate_up.split(40, dim=-1)
+    assert torch.allclose(kernels.silu_mul(gate_up), F.silu(gate) * up, atol=1e-5)
+    with pytest.raises(RuntimeError, match="silu_mul"):
+        kernels.silu_mul(torch.randn(2, 7))
+
+
+def rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def test_rope_and_cache_write_rotates_and_writes_in_place(kernels):
+    batch, q_heads, kv_heads, head_dim, first_slot = 3, 4, 2, 8, 2
+    qkv = torch.randn(batch, 1, q_heads + 2 * kv_heads, head_dim)
+    angles = torch.randn(batch, 1, head_dim)
+    cos, sin = angles.cos(), angles.sin()
+    keys, values = torch.zeros(6, 20, kv_heads, head_dim), torch.zeros(6, 20, kv_heads, head_dim)
+    positions = torch.tensor([4, 0, 19])
+    q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, positions, first_slot, q_heads)
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # [batch, 1, 1, head_dim] over the heads axis
+    assert torch.allclose(q, rotate(qkv[:, :, :q_heads], c, s)[:, 0], atol=1e-6)
+    expected_k = rotate(qkv[:, :, q_heads : q_heads + kv_heads], c, s)[:, 0]
+    for b in range(batch):
+        slot, position = first_slot + b, positions[b]
+        assert torch.allclose(keys[slot, position], expected_k[b], atol=1e-6)
+        assert torch.equal(values[slot, position], qkv[b, 0, q_heads + kv_heads :])
+    written = {(first_slot + b, int(positions[b])) for b in range(batch)}
+    untouched = [(i, j) for i in range(6) for j in range(20) if (i, j) not in written]
+    assert all(not keys[i, j].any() and not values[i, j].any() for i, j in untouched)
+
+
+@pytest.mark.parametrize("bad", ["position_past_cache", "slots_past_cache", "heads_do_not_split"])
+def test_rope_and_cache_write_rejects_bad_input(kernels, bad):
+    qkv = torch.randn(2, 1, 8, 8)
+    cos = sin = torch.ones(2, 1, 8)
+    keys, values = torch.zeros(4, 10, 2, 8), torch.zeros(4, 10, 2, 8)
+    positions, first_slot, q_heads = torch.tensor([1, 2]), 0, 4
+    if bad == "position_past_cache":
+        positions = torch.tensor([1, 10])
+    elif bad == "slots_past_cache":
+        first_slot = 3
+    elif bad == "heads_do_not_split":
+        q_heads = 5
+    with pytest.raises(RuntimeError, match="rope_and_cache_write"):
+        kernels.rope_and_cache_write(qkv, cos, sin, keys, values, positions, first_slot, q_heads)
+    assert not keys.any() and not values.any()
+
+
+def test_without_the_kernels_the_lean_forward_uses_torch_ops(random_models, monkeypatch):
+    """A machine that cannot build them still serves: same decode logits from PyTorch ops."""
+    from transformers import AutoModelForCausalLM
+
+    from backends.hf.runner import ModelRunner
+    from backends.hf.sequence import Sequence
+    from backends.types import SamplingParams
+
+    original_load = cpu_kernels.load
+
+    def decode_logits(kernels_available: bool):
+        monkeypatch.setattr(cpu_kernels, "load", original_load if kernels_available else lambda: None)
+        model = AutoModelForCausalLM.from_pretrained(random_models["qwen2"]).eval()
+        runner = ModelRunner(model, num_slots=2, max_len=32, pad_token_id=0)
+        assert (runner.fast_forward.kernels is not None) == kernels_available
+        seqs = [Sequence("a", [5, 6, 7, 8], SamplingParams()), Sequence("b", [9, 10], SamplingParams())]
+        runner.execute({s: len(s.token_ids) for s in seqs})
+        logits = []
+        for step in range(3):
+            for s in seqs:
+                s.append_token(11 + step)
+            logits.append(runner.execute({s: 1 for s in seqs}).logits)
+        return torch.stack(logits)
+
+    assert torch.allclose(decode_logits(True), decode_logits(False), atol=1e-5)
