@@ -9,6 +9,8 @@ fused matrix, so memory does not grow and the transformers forward still sees th
 On CPU the projections are reordered for oneDNN instead (`packed_linear`): the reordered copy is then the
 only one, and the model's projection modules are replaced by stand-ins that refuse to run, so the
 model serves through this forward alone (as the runner uses it) without holding its weights twice.
+Decode steps (one token per row, rows in consecutive slots) run on the C++ kernels of `cpu_kernels` on
+CPU in float32: the same arithmetic in ~8 calls a layer instead of ~30.
 Models it does not recognise use the ordinary transformers forward.
 """
 
