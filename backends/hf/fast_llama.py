@@ -49,6 +49,11 @@ class _MovedProjection(torch.nn.Module):
                            "the model runs only through FastLlamaForward")
 
 
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors one after another along the first dimension; a lone tensor as it is (no copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 def _projection(owners: list[tuple[torch.nn.Module, str]]):
     """One projection computing these Linear layers (children `name` of `parent`) of the same input, their
     outputs concatenated. Packed: the layers leave the model. Dense: their parameters become views into
@@ -57,10 +62,8 @@ def _projection(owners: list[tuple[torch.nn.Module, str]]):
     has_bias = [m.bias is not None for m in modules]
     if any(has_bias) and not all(has_bias):
         raise ValueError("cannot fuse projections of which only some have a bias")
-    weight = torch.cat([m.weight.detach() for m in modules]) if len(modules) > 1 else modules[0].weight.detach()
-    bias = None
-    if all(has_bias):
-        bias = torch.cat([m.bias.detach() for m in modules]) if len(modules) > 1 else modules[0].bias.detach()
+    weight = _concat([m.weight.detach() for m in modules])
+    bias = _concat([m.bias.detach() for m in modules]) if all(has_bias) else None
     projection = packed_linear.linear(weight, bias)
     if projection.packed:
         for parent, name in owners:

@@ -46,9 +46,7 @@ class SlotKVCache(Cache):
         self._kv_len = kv_len
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        if layer_idx == len(self.keys):
-            self._allocate(key_states)
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys, values = self.layer(layer_idx, like=key_states)
         # Stored [slot, position, head, head_dim]: a batch's keys are then a strided view the attention
         # kernel reads in place (with heads second, CPU sdpa copied them to contiguous memory every call).
         keys[self._write_rows, self._write_cols] = key_states.transpose(1, 2)

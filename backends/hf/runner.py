@@ -73,20 +73,20 @@ class ModelRunner:
 
     def _compact(self) -> None:
         owners = self._slot_owner
-        moves: list[tuple[int, int]] = []  # (hole, slot moving into it)
-        length, hole = 0, 0
-        while True:
+        moves: list[tuple[int, int]] = []  # (hole, the slot whose owner moves into it)
+        length = 0
+        for hole in range(len(owners)):
             while owners and owners[-1] is None:
                 owners.pop()
-            hole = next((i for i in range(hole, len(owners)) if owners[i] is None), None)
-            if hole is None:
+            if hole >= len(owners):
                 break
-            seq = owners.pop()
-            moves.append((hole, len(owners)))
-            length = max(length, seq.num_computed_tokens)
-            owners[hole] = seq
-            self._slot_of[seq] = hole
-        if moves and length:
+            if owners[hole] is None:
+                seq = owners.pop()
+                moves.append((hole, len(owners)))
+                length = max(length, seq.num_computed_tokens)
+                owners[hole] = seq
+                self._slot_of[seq] = hole
+        if moves:
             self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves], length)
 
     @torch.inference_mode()
