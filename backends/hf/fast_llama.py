@@ -9,8 +9,8 @@ fused matrix, so memory does not grow and the transformers forward still sees th
 On CPU the projections are reordered for oneDNN instead (`packed_linear`): the reordered copy is then the
 only one, and the model's projection modules are replaced by stand-ins that refuse to run, so the
 model serves through this forward alone (as the runner uses it) without holding its weights twice.
-Decode steps (one token per row, rows in consecutive slots) run on the C++ kernels of `cpu_kernels` on
-CPU in float32: the same arithmetic in ~8 calls a layer instead of ~30.
+On CPU in float32, RMSNorm and the gated activation run on the C++ kernels of `cpu_kernels`, and so
+does all of a decode step (one token per row, rows in consecutive slots): ~8 calls a layer instead of ~30.
 Models it does not recognise use the ordinary transformers forward.
 """
 
@@ -116,9 +116,17 @@ class FastLlamaForward:
                 for tensor in (*model.parameters(), *model.buffers()):
                     tensor.data = tensor.data.clone()
 
-    @staticmethod
-    def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
+    def _rms_norm(self, norm, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels is not None:
+            return self.kernels.rms_norm(x, norm.weight, norm.variance_epsilon)
         return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+
+    def _silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of the fused gate/up projection's output."""
+        if self.kernels is not None:
+            return self.kernels.silu_mul(gate_up)
+        gate, up = gate_up.split(self.intermediate_size, dim=-1)
+        return F.silu(gate) * up
 
     def _rope_tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [batch, width, head_dim] at each position, attention scaling included."""
@@ -149,8 +157,7 @@ class FastLlamaForward:
             out = out.transpose(1, 2).reshape(batch, width, -1)
             hidden = hidden + self.o_proj[index](out)
             x = self._rms_norm(layer.post_attention_layernorm, hidden)
-            gate, up = self.gate_up[index](x).split(self.intermediate_size, dim=-1)
-            hidden = hidden + self.down_proj[index](F.silu(gate) * up)
+            hidden = hidden + self.down_proj[index](self._silu_mul(self.gate_up[index](x)))
         if last_only:
             hidden = hidden[:, -1:, :]
         return self.lm_head(self._rms_norm(self.norm, hidden))
@@ -167,14 +174,12 @@ class FastLlamaForward:
         lengths = position + 1  # a row's query is at its newest position: it attends to 0..that one
         rows, kv_len = cache.rows, cache.kv_len
         for index, layer in enumerate(self.layers):
-            norm = layer.input_layernorm
-            x = kernels.rms_norm(hidden, norm.weight, norm.variance_epsilon)
+            x = self._rms_norm(layer.input_layernorm, hidden)
             qkv = self.qkv[index](x).view(batch, 1, q_heads + 2 * kv_heads, self.head_dim)
             keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
             q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, position, rows.start, q_heads)
             out = kernels.decode_attention(q, keys[rows, :kv_len], values[rows, :kv_len], lengths, self.scaling)
             hidden = hidden + self.o_proj[index](out.view(batch, 1, -1))
-            norm = layer.post_attention_layernorm
-            x = kernels.rms_norm(hidden, norm.weight, norm.variance_epsilon)
-            hidden = hidden + self.down_proj[index](kernels.silu_mul(self.gate_up[index](x)))
-        return self.lm_head(kernels.rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon))
+            x = self._rms_norm(layer.post_attention_layernorm, hidden)
+            hidden = hidden + self.down_proj[index](self._silu_mul(self.gate_up[index](x)))
+        return self.lm_head(self._rms_norm(self.norm, hidden))
