@@ -11,7 +11,9 @@
   them took the in-process decode step from 5.35-6.59 to 4.63-5.06 ms (three alternating runs each),
   with the same greedy tokens.
 
-Outputs differ from PyTorch's by float rounding (~1e-6). The extension is built with torch's builder (a
+Outputs differ from PyTorch's by float rounding (~1e-6); exponentials use the kernels' own vectorized
+`fast_exp` (csrc/kernels.h, within 2 ulp). Like torch's ops, each kernel releases the GIL while it runs,
+so the event loop keeps serving during a step. The extension is built with torch's builder (a
 C++ compiler and ninja; ~50 s on 2 cores) for this machine's CPU (-march=native, hence a CPU fingerprint in its
 name), and cached under torch's extensions directory (`TORCH_EXTENSIONS_DIR`, default
 ~/.cache/torch_extensions); `make` builds it during setup (`python -m backends.hf.cpu_kernels`). Where it

@@ -83,6 +83,31 @@ def test_silu_mul_equals_torch(kernels):
         kernels.silu_mul(torch.randn(2, 7))
 
 
+def test_silu_mul_is_accurate_over_the_whole_float_range(kernels):
+    """The kernels' own exp (vectorized, clamped outside [-87.3, 88.37]) keeps silu exact to float rounding
+    for gates from tiny to huge, both signs."""
+    gate = torch.tensor([0.0, 1e-30, -1e-30, 0.5, -0.5, 3.0, -3.0, 20.0, -20.0, 87.0, -87.0, 88.5, -88.5,
+                         100.0, -100.0, 1e4, -1e4, 3e38, -3e38])
+    up = torch.linspace(-2.0, 2.0, gate.numel())
+    got = kernels.silu_mul(torch.cat([gate, up]).view(1, -1))
+    expected = F.silu(gate) * up
+    assert torch.allclose(got[0], expected, rtol=1e-6, atol=1e-30)
+
+
+def test_decode_attention_softmax_over_extreme_scores(kernels):
+    """Scores hundreds apart (one key dominating, others underflowing to zero weight) stay finite and
+    match SDPA."""
+    k, v = cache_views(3, 17, 2, 8)
+    q = torch.randn(3, 2, 8) * 60
+    lengths = torch.tensor([17, 9, 2])
+    got = kernels.decode_attention(q, k, v, lengths, 1.0)
+    allowed = (torch.arange(17).view(1, 17) < lengths.view(3, 1)).view(3, 1, 1, 17)
+    expected = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
+                                              attn_mask=allowed, scale=1.0)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected.squeeze(2), atol=1e-5)
+
+
 def rotate(x, cos, sin):
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin

@@ -1,9 +1,15 @@
 #include "kernels.h"
 
+// Each kernel lets go of the GIL while it runs, as torch's own ops do: the engine thread calls them, and
+// the event loop (token delivery, new requests) must not wait behind a decode step's attention or a
+// prefill's MLP. They touch no Python objects; pybind takes the GIL back before converting results or errors.
+using release_gil = pybind11::call_guard<pybind11::gil_scoped_release>;
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "one query token per row over its cached keys and values");
-  m.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * weight over the last dimension");
-  m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused [..., 2 * intermediate] projection");
+  m.def("decode_attention", &decode_attention, "one query token per row over its cached keys and values",
+        release_gil());
+  m.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * weight over the last dimension", release_gil());
+  m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused [..., 2 * intermediate] projection", release_gil());
   m.def("rope_and_cache_write", &rope_and_cache_write,
-        "decode: rotate q and k, write k and v into the slot cache, return q");
+        "decode: rotate q and k, write k and v into the slot cache, return q", release_gil());
 }

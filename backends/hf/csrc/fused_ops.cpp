@@ -64,7 +64,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
       const float* up = gate + inter;
       float* o = op + r * inter;
 #pragma omp simd
-      for (int64_t i = 0; i < inter; ++i) o[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+      for (int64_t i = 0; i < inter; ++i) o[i] = gate[i] / (1.f + fast_exp(-gate[i])) * up[i];
     }
   });
   return out;
