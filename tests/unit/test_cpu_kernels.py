@@ -108,6 +108,39 @@ def test_decode_attention_softmax_over_extreme_scores(kernels):
     assert torch.allclose(got, expected.squeeze(2), atol=1e-5)
 
 
+def test_argmax_rows_picks_what_torch_argmax_picks(kernels):
+    """The first maximum (ties), the first NaN of a row with one, 0 for a row of -inf; rows as strided views
+    (logits with a spare column); any width, vectorized chunks or not."""
+    torch.manual_seed(0)
+    logits = torch.randn(7, 1001)
+    logits[1, [5, 700]] = 50.0  # a tie: the first wins
+    logits[2, 600] = float("nan")
+    logits[2, 3] = float("inf")
+    logits[3] = float("-inf")
+    logits[4, 999] = float("inf")
+    views = [logits, logits[:, :1000], logits[:, :1], logits[:, 260:300], torch.randn(0, 5)]
+    for view in views:
+        assert torch.equal(kernels.argmax_rows(view), view.argmax(dim=-1))
+    with pytest.raises(RuntimeError, match="argmax_rows"):
+        kernels.argmax_rows(logits.t())  # columns are not contiguous
+    with pytest.raises(RuntimeError, match="argmax_rows"):
+        kernels.argmax_rows(torch.randn(2, 0))
+
+
+def test_greedy_sampler_on_the_kernel_picks_torchs_tokens(kernels):
+    from backends.hf.sampler import Sampler
+    from backends.hf.sequence import Sequence
+    from backends.types import SamplingParams
+
+    torch.manual_seed(1)
+    logits = torch.randn(5, 300)
+    logits[0, [9, 12]] = 30.0
+    seqs = [Sequence(f"r{i}", [1, 2], SamplingParams(temperature=0.0, max_tokens=4)) for i in range(5)]
+    with_kernel = Sampler(eos_token_ids=[0], argmax_rows=kernels.argmax_rows)(logits, seqs)
+    assert with_kernel == Sampler(eos_token_ids=[0])(logits, seqs) == logits.argmax(dim=-1).tolist()
+    assert with_kernel[0] == 9
+
+
 def rotate(x, cos, sin):
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin

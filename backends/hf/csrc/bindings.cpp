@@ -10,6 +10,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         release_gil());
   m.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * weight over the last dimension", release_gil());
   m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused [..., 2 * intermediate] projection", release_gil());
+  m.def("argmax_rows", &argmax_rows, "each row's index of its largest value, as torch.argmax(x, -1)",
+        release_gil());
   m.def("rope_and_cache_write", &rope_and_cache_write,
         "decode: rotate q and k, write k and v into the slot cache, return q", release_gil());
 }

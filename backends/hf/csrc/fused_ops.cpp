@@ -13,6 +13,33 @@ void check_float(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, op, ": ", name, " must be a float32 CPU tensor");
 }
 
+// The index of the first maximum of row[0..n), or of its first NaN. Two vectorized passes: the maximum
+// (a ternary, which vectorizes where std::max in an `omp simd` max reduction ran 14x slower), then the
+// first chunk holding it, scanned one by one.
+int64_t argmax_of(const float* row, int64_t n) {
+  float top = -INFINITY;
+  int nans = 0;
+#pragma omp simd reduction(max : top) reduction(+ : nans)
+  for (int64_t i = 0; i < n; ++i) {
+    top = row[i] > top ? row[i] : top;
+    nans += row[i] != row[i];
+  }
+  if (nans > 0)
+    for (int64_t i = 0; i < n; ++i)
+      if (row[i] != row[i]) return i;
+  constexpr int64_t chunk = 256;
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t stop = std::min(n, start + chunk);
+    int hits = 0;
+#pragma omp simd reduction(+ : hits)
+    for (int64_t i = start; i < stop; ++i) hits += row[i] == top;
+    if (hits > 0)
+      for (int64_t i = start; i < stop; ++i)
+        if (row[i] == top) return i;
+  }
+  return 0;  // not reached: top is one of the values
+}
+
 }  // namespace
 
 // Llama's RMSNorm in float32: x * rsqrt(mean(x^2) + eps) * weight, over the last dimension.
@@ -124,4 +151,21 @@ at::Tensor rope_and_cache_write(const at::Tensor& qkv, const at::Tensor& cos, co
     std::memcpy(vp + at_slot, row + (q_heads + kv_heads) * D, kv_heads * D * sizeof(float));
   }
   return q;
+}
+
+// Each row's index of its largest value, as torch.argmax(x, -1) picks it: the first maximum, or the first
+// NaN of a row that has one. x: [rows, n] float32 with contiguous rows. Greedy decoding's last step:
+// torch's CPU argmax took ~60 us over a [32, 4096] batch of logits, this a few.
+at::Tensor argmax_rows(const at::Tensor& x) {
+  check_float(x, "argmax_rows", "x");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1,
+              "argmax_rows: x must be [rows, n > 0] with each row contiguous");
+  const int64_t rows = x.size(0), n = x.size(1), stride = x.stride(0);
+  auto out = at::empty({rows}, x.options().dtype(at::kLong));
+  const float* xp = x.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) op[r] = argmax_of(xp + r * stride, n);
+  });
+  return out;
 }
