@@ -136,7 +136,7 @@ class FastLlamaForward:
 
     def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
         if self.kernels is not None and input_ids.shape[1] == 1 and isinstance(cache.rows, slice):
-            return self._decode(input_ids, positions, cache)
+            return self.decode(input_ids, positions, cache)
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self._rope_tables(positions, hidden.dtype)
         # [batch, width, 1, head_dim]: broadcast over the heads axis of [batch, width, heads, head_dim].
@@ -162,9 +162,11 @@ class FastLlamaForward:
             hidden = hidden[:, -1:, :]
         return self.lm_head(self._rms_norm(self.norm, hidden))
 
-    def _decode(self, input_ids, positions, cache: SlotKVCache) -> torch.Tensor:
-        """One new token per row, rows in consecutive slots (the runner's decode batch), on the C++ kernels:
-        the same arithmetic as `__call__` in a few calls per layer instead of ~30."""
+    def decode(self, input_ids, positions, cache: SlotKVCache) -> torch.Tensor:
+        """One new token per row ([batch, 1] ids and positions), rows in the consecutive slots `cache.rows`
+        (the runner's decode batch), on the C++ kernels (`self.kernels` must be loaded): the same arithmetic
+        as `__call__` in a few calls per layer instead of ~30. Needs no attention mask and no write
+        positions: the kernels write each row's new key and value at its position."""
         kernels = self.kernels
         batch = input_ids.shape[0]
         q_heads, kv_heads = self.num_heads, self.num_kv_heads

@@ -45,7 +45,17 @@ class SlotKVCache(Cache):
         self._write_cols = write_positions
         self._kv_len = kv_len
 
+    def prepare_decode(self, rows: slice, kv_len: int) -> None:
+        """Declare a decode step on kernels that write the new keys and values themselves (`layer`): batch row
+        i is slot rows.start + i; attention reads the first `kv_len` columns. `update` is then unavailable."""
+        self._rows = rows
+        self._write_rows = self._write_cols = None
+        self._kv_len = kv_len
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self._write_cols is None:
+            raise RuntimeError("the cache was prepared for a kernel decode step (prepare_decode); "
+                               "update() needs prepare() and its write positions")
         keys, values = self.layer(layer_idx, like=key_states)
         # Stored [slot, position, head, head_dim]: a batch's keys are then a strided view the attention
         # kernel reads in place (with heads second, CPU sdpa copied them to contiguous memory every call).

@@ -98,6 +98,11 @@ class ModelRunner:
             self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves])
 
     @property
+    def kernels(self):
+        """The C++ CPU kernels the lean forward runs on, if it does (for the sampler's greedy argmax)."""
+        return self.fast_forward.kernels if self.fast_forward is not None else None
+
+    @property
     def num_slots_used(self) -> int:
         return len(self._slot_of)
 
@@ -109,7 +114,7 @@ class ModelRunner:
         decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
         prompt = [s for s, n in num_scheduled_tokens.items() if n > 1]
         output = RunnerOutput()
-        last_logits: list[torch.Tensor] = []
+        blocks: list[torch.Tensor] = []  # each group's logits of its due rows, in the order of `due`
         for group in (decode, prompt):
             if not group:
                 continue
@@ -117,24 +122,29 @@ class ModelRunner:
             counts = [num_scheduled_tokens[s] for s in group]
             wants_prompt = {s for s in group if _wants_prompt_logprobs(s)}
             group_logits = self._forward(group, counts, every_position=bool(wants_prompt))
+            due_rows = []
             for row, (seq, count) in enumerate(zip(group, counts, strict=True)):
-                if wants_prompt:
-                    if seq in wants_prompt:
-                        output.prompt_logits[seq] = group_logits[row, -count:]
-                    row_logits = group_logits[row, -1]
-                else:
-                    row_logits = group_logits[row]
+                if seq in wants_prompt:
+                    output.prompt_logits[seq] = group_logits[row, -count:]
                 seq.num_computed_tokens += count
                 if seq.num_computed_tokens == len(seq.token_ids):
                     output.due.append(seq)
-                    last_logits.append(row_logits)
-        if last_logits:
-            output.logits = torch.stack(last_logits)
+                    due_rows.append(row)
+            if wants_prompt:
+                group_logits = group_logits[:, -1]
+            if due_rows:  # a decode group is due whole: its logits go on as they are, uncopied
+                blocks.append(group_logits if len(due_rows) == len(group) else group_logits[due_rows])
+        if blocks:
+            output.logits = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return output
 
     def _forward(self, seqs: list[Sequence], counts: list[int], every_position: bool = False) -> torch.Tensor:
         """Logits [batch, vocab] of each row's last token, or [batch, width, vocab] with every_position."""
         width = max(counts)
+        if width == 1 and not every_position and self.kernels is not None:
+            logits = self._decode_on_kernels(seqs)
+            if logits is not None:
+                return logits
         spare = self.cache.spare_column
         ids_rows, position_rows, write_rows = [], [], []
         for seq, count in zip(seqs, counts, strict=True):
@@ -177,6 +187,19 @@ class ModelRunner:
             **adapter_args,
         )
         return _for_sampling(out.logits if every_position else out.logits[:, -1, :])
+
+    def _decode_on_kernels(self, seqs: list[Sequence]) -> torch.Tensor | None:
+        """A decode step on the lean forward's kernels, which need only each row's token and position (no
+        mask, no write indices: ~0.2 ms of a ~4 ms step at batch 32 went to building them); None when the
+        rows' slots are not consecutive (a chunked prefill holds one between them)."""
+        first, last = self._slot_of[seqs[0]], self._slot_of[seqs[-1]]  # rows are sorted by slot
+        if last - first != len(seqs) - 1:
+            return None
+        positions = [seq.num_computed_tokens for seq in seqs]
+        input_ids = torch.tensor([seq.token_ids[p] for seq, p in zip(seqs, positions, strict=True)])
+        self.cache.prepare_decode(slice(first, last + 1), kv_len=max(positions) + 1)
+        logits = self.fast_forward.decode(input_ids.unsqueeze(1), torch.tensor(positions).unsqueeze(1), self.cache)
+        return logits[:, -1]
 
 
 def _for_sampling(logits: torch.Tensor) -> torch.Tensor:
