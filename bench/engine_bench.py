@@ -20,7 +20,6 @@ The headline ratios are server@32 / sequential and server@32 / generate_batch (t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 from bench import hf_baselines
 from bench.machine import OtherCpuMeter, machine_info
 from bench.prompts import from_tokenizer
-from bench.serve_bench import run_load
+from bench.serve_bench import run_client, run_load
 from bench.server_process import ServerProcess
 from bench.stats import median_run
 
@@ -73,7 +72,7 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
         for concurrency, load in loads.items():
             # Warm up with prompts the timed runs do not use, as a separate run so that the server CPU time
             # measured below covers the timed requests only.
-            asyncio.run(run_load(server.base_url, "bench", num_requests=concurrency,
+            run_client(run_load(server.base_url, "bench", num_requests=concurrency,
                                  prompts=prompts[args.num_prompts:], **load))
         # HF work runs on short-lived threads (hf_baselines.on_own_thread), never on this one: see there.
         own_thread = hf_baselines.on_own_thread
@@ -88,7 +87,7 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
             print(f"[engine_bench] round {round_number}/{args.repeats}", file=sys.stderr, flush=True)
             for concurrency, load in loads.items():
                 cpu_before = server.cpu_seconds()
-                report = asyncio.run(run_load(server.base_url, "bench", num_requests=args.num_prompts,
+                report = run_client(run_load(server.base_url, "bench", num_requests=args.num_prompts,
                                               prompts=timed, **load))
                 if report["failed"] or report["requests_with_unexpected_output_length"]:
                     raise SystemExit(f"engine_bench: bad run at concurrency {concurrency}: {report['failed']} "

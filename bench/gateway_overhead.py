@@ -34,7 +34,7 @@ from pathlib import Path
 from bench import prompts as prompt_source
 from bench.machine import machine_info
 from bench.paced_upstream import PacedUpstreamProcess
-from bench.serve_bench import run_load
+from bench.serve_bench import run_client, run_load
 from bench.server_process import ServerProcess
 from bench.vllm_server import VLLMServerProcess
 
@@ -101,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                                args.prompt_tokens)
             for concurrency, count in levels.items():
                 for url in urls.values():  # warm both paths (connections, caches)
-                    asyncio.run(run_load(url, MODEL, concurrency=concurrency, num_requests=min(count, 16),
+                    run_client(run_load(url, MODEL, concurrency=concurrency, num_requests=min(count, 16),
                                          output_tokens=args.output_tokens, prompts=prompts,
                                          extra_body={"ignore_eos": True}))
                 for round_index in range(args.rounds):
                     order = ["direct", "gateway"] if round_index % 2 == 0 else ["gateway", "direct"]
                     for name in order:
                         cpu_before = {server: process.cpu_seconds() for server, process in servers.items()}
-                        report = asyncio.run(run_load(urls[name], MODEL, concurrency=concurrency,
+                        report = run_client(run_load(urls[name], MODEL, concurrency=concurrency,
                                                       num_requests=count, output_tokens=args.output_tokens,
                                                       prompts=prompts, extra_body={"ignore_eos": True}))
                         tokens = max(report["total_output_tokens"], 1)

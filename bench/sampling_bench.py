@@ -7,13 +7,12 @@ sampling with filters, penalties and logprobs all on, at the same concurrency.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
 from bench.engine_bench import resolve_model
 from bench.prompts import from_tokenizer
-from bench.serve_bench import run_load
+from bench.serve_bench import run_client, run_load
 from bench.server_process import ServerProcess
 
 MODES = {
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts = from_tokenizer(AutoTokenizer.from_pretrained(model), args.num_prompts, args.prompt_tokens)
     with ServerProcess(model, "bench", num_threads=args.threads, max_num_seqs=args.concurrency) as server:
-        rates = asyncio.run(_measure(server, prompts, args))
+        rates = run_client(_measure(server, prompts, args))
     medians = {mode: sorted(r)[len(r) // 2] for mode, r in rates.items()}
     ratio = medians["sampling+penalties+logprobs"] / medians["greedy"]
     # Runs alternate, so each round's pair ran side by side: their ratios show the spread that the

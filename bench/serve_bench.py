@@ -26,6 +26,19 @@ from bench.request import ENDPOINTS, RequestResult, build_payload, send
 from bench.stats import summarize_ms
 
 
+def run_client(coro):
+    """Run a load generator's coroutine to completion, on uvloop (the loop the server runs on) where it is
+    installed, else on asyncio's. The load generator shares the machine's cores with the server it
+    measures, so every microsecond it spends per streamed chunk is taken from the server: at concurrency 32
+    on 2 cores it spent 40-43 us of CPU per streamed token on uvloop against 46-53 on asyncio's loop (four
+    alternating runs), and the server streamed ~3% more."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 async def run_load(
     base_url: str,
     model: str,
@@ -148,7 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = asyncio.run(run_load(
+    result = run_client(run_load(
         args.base_url, args.model, concurrency=args.concurrency, num_requests=args.num_requests,
         prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=args.stream,
         endpoint=args.endpoint, warmup=args.warmup, temperature=args.temperature, timeout_s=args.timeout,
