@@ -25,6 +25,7 @@ class SlotKVCache(Cache):
         self.values: list[torch.Tensor] = []
         # Set by `prepare` before each forward.
         self._rows: slice | torch.Tensor = slice(0, 0)
+        self._write_slots: torch.Tensor | None = None
         self._write_rows: torch.Tensor | None = None
         self._write_cols: torch.Tensor | None = None
         self._kv_len = 0
@@ -41,7 +42,8 @@ class SlotKVCache(Cache):
             self._rows = slice(first, first + len(slots))
         else:
             self._rows = torch.tensor(slots, dtype=torch.long, device=write_positions.device)
-        self._write_rows = torch.tensor(slots, dtype=torch.long, device=write_positions.device).unsqueeze(1)
+        self._write_slots = torch.tensor(slots, dtype=torch.long, device=write_positions.device)
+        self._write_rows = self._write_slots.unsqueeze(1)
         self._write_cols = write_positions
         self._kv_len = kv_len
 
@@ -61,8 +63,22 @@ class SlotKVCache(Cache):
         # kernel reads in place (with heads second, CPU sdpa copied them to contiguous memory every call).
         keys[self._write_rows, self._write_cols] = key_states.transpose(1, 2)
         values[self._write_rows, self._write_cols] = value_states.transpose(1, 2)
-        return (keys[self._rows, : self._kv_len].transpose(1, 2),
-                values[self._rows, : self._kv_len].transpose(1, 2))
+        return self.read(layer_idx)
+
+    def read(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prepared batch's keys and values of one layer, [batch, heads, kv_len, head_dim] views."""
+        return (self.keys[layer_idx][self._rows, : self._kv_len].transpose(1, 2),
+                self.values[layer_idx][self._rows, : self._kv_len].transpose(1, 2))
+
+    @property
+    def write_slots(self) -> torch.Tensor | None:
+        """[batch] the slot of each row of the prepared forward (None after `prepare_decode`)."""
+        return None if self._write_cols is None else self._write_slots
+
+    @property
+    def write_positions(self) -> torch.Tensor | None:
+        """[batch, width] where each new token's key and value go (None after `prepare_decode`)."""
+        return self._write_cols
 
     def layer(self, layer_idx: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This layer's whole key and value tensors, [slot, position, head, head_dim], for kernels that write

@@ -146,40 +146,47 @@ def rotate(x, cos, sin):
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def test_rope_and_cache_write_rotates_and_writes_in_place(kernels):
-    batch, q_heads, kv_heads, head_dim, first_slot = 3, 4, 2, 8, 2
-    qkv = torch.randn(batch, 1, q_heads + 2 * kv_heads, head_dim)
-    angles = torch.randn(batch, 1, head_dim)
+@pytest.mark.parametrize("width", [1, 3])
+def test_rope_and_cache_write_rotates_and_writes_in_place(kernels, width):
+    """Decode (one token a row) and prefill (several a row), each row in its own slot."""
+    batch, q_heads, kv_heads, head_dim = 3, 4, 2, 8
+    qkv = torch.randn(batch, width, q_heads + 2 * kv_heads, head_dim)
+    angles = torch.randn(batch, width, head_dim)
     cos, sin = angles.cos(), angles.sin()
     keys, values = torch.zeros(6, 20, kv_heads, head_dim), torch.zeros(6, 20, kv_heads, head_dim)
-    positions = torch.tensor([4, 0, 19])
-    q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, positions, first_slot, q_heads)
-    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # [batch, 1, 1, head_dim] over the heads axis
-    assert torch.allclose(q, rotate(qkv[:, :, :q_heads], c, s)[:, 0], atol=1e-6)
-    expected_k = rotate(qkv[:, :, q_heads : q_heads + kv_heads], c, s)[:, 0]
+    slots = torch.tensor([2, 5, 0])
+    positions = torch.tensor([[4], [0], [17]]) + torch.arange(width)  # width 3: row 2 reaches the last column
+    q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, slots, positions, q_heads)
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # [batch, width, 1, head_dim] over the heads axis
+    assert torch.allclose(q, rotate(qkv[:, :, :q_heads], c, s), atol=1e-6)
+    expected_k = rotate(qkv[:, :, q_heads : q_heads + kv_heads], c, s)
+    written = set()
     for b in range(batch):
-        slot, position = first_slot + b, positions[b]
-        assert torch.allclose(keys[slot, position], expected_k[b], atol=1e-6)
-        assert torch.equal(values[slot, position], qkv[b, 0, q_heads + kv_heads :])
-    written = {(first_slot + b, int(positions[b])) for b in range(batch)}
+        for w in range(width):
+            slot, position = int(slots[b]), int(positions[b, w])
+            assert torch.allclose(keys[slot, position], expected_k[b, w], atol=1e-6)
+            assert torch.equal(values[slot, position], qkv[b, w, q_heads + kv_heads :])
+            written.add((slot, position))
     untouched = [(i, j) for i in range(6) for j in range(20) if (i, j) not in written]
-    assert all(not keys[i, j].any() and not values[i, j].any() for i, j in untouched)
+    assert not any(keys[i, j].any() or values[i, j].any() for i, j in untouched)
 
 
-@pytest.mark.parametrize("bad", ["position_past_cache", "slots_past_cache", "heads_do_not_split"])
+@pytest.mark.parametrize("bad", ["position_past_cache", "slot_past_cache", "heads_do_not_split", "int32_slots"])
 def test_rope_and_cache_write_rejects_bad_input(kernels, bad):
     qkv = torch.randn(2, 1, 8, 8)
     cos = sin = torch.ones(2, 1, 8)
     keys, values = torch.zeros(4, 10, 2, 8), torch.zeros(4, 10, 2, 8)
-    positions, first_slot, q_heads = torch.tensor([1, 2]), 0, 4
+    slots, positions, q_heads = torch.tensor([0, 1]), torch.tensor([[1], [2]]), 4
     if bad == "position_past_cache":
-        positions = torch.tensor([1, 10])
-    elif bad == "slots_past_cache":
-        first_slot = 3
+        positions = torch.tensor([[1], [10]])
+    elif bad == "slot_past_cache":
+        slots = torch.tensor([0, 4])
     elif bad == "heads_do_not_split":
         q_heads = 5
+    elif bad == "int32_slots":
+        slots = slots.int()
     with pytest.raises(RuntimeError, match="rope_and_cache_write"):
-        kernels.rope_and_cache_write(qkv, cos, sin, keys, values, positions, first_slot, q_heads)
+        kernels.rope_and_cache_write(qkv, cos, sin, keys, values, slots, positions, q_heads)
     assert not keys.any() and not values.any()
 
 

@@ -13,5 +13,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("argmax_rows", &argmax_rows, "each row's index of its largest value, as torch.argmax(x, -1)",
         release_gil());
   m.def("rope_and_cache_write", &rope_and_cache_write,
-        "decode: rotate q and k, write k and v into the slot cache, return q", release_gil());
+        "rotate q and k of new tokens, write k and v into the slot cache, return q", release_gil());
 }

@@ -97,38 +97,46 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   return out;
 }
 
-// One decode token per row: qkv [B, 1, q_heads + 2 * kv_heads, D] (the fused projection's output);
-// cos, sin [B, 1, D] (RoPE at each row's position, attention scaling included). Rotates q and k
-// (x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]), writes k and v into the caches
-// [slots, positions, kv_heads, D] at slot first_slot + b, position positions[b], and returns q [B, q_heads, D].
+// RoPE and the KV-cache write of a forward's new tokens: qkv [B, W, q_heads + 2 * kv_heads, D] (the fused
+// projection's output), cos, sin [B, W, D] (RoPE at each token's position, attention scaling included).
+// Rotates q and k (x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]), writes k and v into the
+// caches [slots, positions, kv_heads, D] at (slots[b], positions[b, w]), and returns q [B, W, q_heads, D].
+// Pad tokens write to the cache's spare last position, which no query reads; rows run in parallel, so one
+// row's pads never race another's.
 at::Tensor rope_and_cache_write(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& positions,
-                                int64_t first_slot, int64_t q_heads) {
+                                at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& slots,
+                                const at::Tensor& positions, int64_t q_heads) {
   const char* op = "rope_and_cache_write";
   check_float(qkv, op, "qkv");
   check_float(cos, op, "cos");
   check_float(sin, op, "sin");
   check_float(key_cache, op, "key_cache");
   check_float(value_cache, op, "value_cache");
-  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1 && qkv.is_contiguous(), op, ": qkv must be a contiguous [B, 1, heads, D]");
-  const int64_t B = qkv.size(0), heads = qkv.size(2), D = qkv.size(3);
+  TORCH_CHECK(qkv.dim() == 4 && qkv.is_contiguous(), op, ": qkv must be a contiguous [B, W, heads, D]");
+  const int64_t B = qkv.size(0), W = qkv.size(1), heads = qkv.size(2), D = qkv.size(3);
   const int64_t kv_heads = (heads - q_heads) / 2;
   TORCH_CHECK(q_heads > 0 && kv_heads > 0 && q_heads + 2 * kv_heads == heads && D % 2 == 0, op,
               ": qkv's ", heads, " heads of size ", D, " do not split into ", q_heads, " query heads and k, v");
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == B * D && sin.numel() == B * D, op,
-              ": cos and sin must be contiguous [B, 1, D]");
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == B * W * D && sin.numel() == B * W * D,
+              op, ": cos and sin must be contiguous [B, W, D]");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous() && key_cache.sizes() == value_cache.sizes() &&
                   key_cache.dim() == 4 && key_cache.size(2) == kv_heads && key_cache.size(3) == D,
               op, ": caches must be contiguous [slots, positions, ", kv_heads, ", ", D, "]");
-  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.is_contiguous() && positions.numel() == B, op,
-              ": positions must be a contiguous int64 [B]");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() && slots.numel() == B, op,
+              ": slots must be a contiguous int64 [B]");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.is_contiguous() && positions.numel() == B * W, op,
+              ": positions must be a contiguous int64 [B, W]");
+  const int64_t* slot = slots.data_ptr<int64_t>();
   const int64_t* pos = positions.data_ptr<int64_t>();
-  TORCH_CHECK(first_slot >= 0 && first_slot + B <= key_cache.size(0), op, ": slots ", first_slot, "..",
-              first_slot + B - 1, " outside the cache's ", key_cache.size(0));
-  for (int64_t b = 0; b < B; ++b)
-    TORCH_CHECK(pos[b] >= 0 && pos[b] < key_cache.size(1), op, ": position ", pos[b], " outside the cache");
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(slot[b] >= 0 && slot[b] < key_cache.size(0), op, ": slot ", slot[b], " outside the cache's ",
+                key_cache.size(0));
+    for (int64_t w = 0; w < W; ++w)
+      TORCH_CHECK(pos[b * W + w] >= 0 && pos[b * W + w] < key_cache.size(1), op, ": position ", pos[b * W + w],
+                  " outside the cache");
+  }
 
-  auto q = at::empty({B, q_heads, D}, qkv.options());
+  auto q = at::empty({B, W, q_heads, D}, qkv.options());
   const float* src = qkv.data_ptr<float>();
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
@@ -137,19 +145,23 @@ at::Tensor rope_and_cache_write(const at::Tensor& qkv, const at::Tensor& cos, co
   float* vp = value_cache.data_ptr<float>();
   const int64_t slot_stride = key_cache.stride(0), position_stride = key_cache.stride(1);
   const int64_t half = D / 2;
-  for (int64_t b = 0; b < B; ++b) {
-    const float* row = src + b * heads * D;
-    const float* c = cp + b * D;
-    const float* s = sp + b * D;
-    const int64_t at_slot = (first_slot + b) * slot_stride + pos[b] * position_stride;
-    for (int64_t h = 0; h < q_heads + kv_heads; ++h) {
-      const float* x = row + h * D;
-      float* o = h < q_heads ? qp + (b * q_heads + h) * D : kp + at_slot + (h - q_heads) * D;
-      for (int64_t i = 0; i < half; ++i) o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
-      for (int64_t i = half; i < D; ++i) o[i] = x[i] * c[i] + x[i - half] * s[i];
-    }
-    std::memcpy(vp + at_slot, row + (q_heads + kv_heads) * D, kv_heads * D * sizeof(float));
-  }
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t token = b * W + w;
+        const float* row = src + token * heads * D;
+        const float* c = cp + token * D;
+        const float* s = sp + token * D;
+        const int64_t at_cell = slot[b] * slot_stride + pos[token] * position_stride;
+        for (int64_t h = 0; h < q_heads + kv_heads; ++h) {
+          const float* x = row + h * D;
+          float* o = h < q_heads ? qp + (token * q_heads + h) * D : kp + at_cell + (h - q_heads) * D;
+          for (int64_t i = 0; i < half; ++i) o[i] = x[i] * c[i] + (-x[i + half]) * s[i];
+          for (int64_t i = half; i < D; ++i) o[i] = x[i] * c[i] + x[i - half] * s[i];
+        }
+        std::memcpy(vp + at_cell, row + (q_heads + kv_heads) * D, kv_heads * D * sizeof(float));
+      }
+  });
   return q;
 }
 

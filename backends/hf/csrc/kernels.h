@@ -30,5 +30,5 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 at::Tensor silu_mul(const at::Tensor& gate_up);
 at::Tensor argmax_rows(const at::Tensor& x);
 at::Tensor rope_and_cache_write(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& positions,
-                                int64_t first_slot, int64_t q_heads);
+                                at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& slots,
+                                const at::Tensor& positions, int64_t q_heads);
