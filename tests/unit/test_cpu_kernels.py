@@ -75,6 +75,20 @@ def test_rms_norm_equals_torch(kernels, shape):
         kernels.rms_norm(x, torch.randn(shape[-1] + 1), 1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 64), (2, 7, 48)])
+def test_add_rms_norm_adds_in_place_and_normalizes(kernels, shape):
+    hidden, delta, weight = torch.randn(*shape), torch.randn(*shape) * 2, torch.randn(shape[-1])
+    expected_sum = hidden + delta
+    normed = kernels.add_rms_norm(hidden, delta, weight, 1e-6)
+    assert torch.allclose(hidden, expected_sum, atol=1e-6)  # the residual stream now holds the sum
+    assert torch.allclose(normed, F.rms_norm(expected_sum, (shape[-1],), weight, 1e-6), atol=1e-5)
+    with pytest.raises(RuntimeError, match="add_rms_norm"):
+        kernels.add_rms_norm(hidden, torch.randn(shape[-1]), weight, 1e-6)
+    strided = torch.randn(*shape[:-1], 2 * shape[-1])[..., ::2]
+    with pytest.raises(RuntimeError, match="add_rms_norm"):
+        kernels.add_rms_norm(strided, delta, weight, 1e-6)
+
+
 def test_silu_mul_equals_torch(kernels):
     gate_up = torch.randn(4, 1, 2 * 40) * 4
     gate, up = gate_up.split(40, dim=-1)

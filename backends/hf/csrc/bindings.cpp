@@ -9,6 +9,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "one query token per row over its cached keys and values",
         release_gil());
   m.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * weight over the last dimension", release_gil());
+  m.def("add_rms_norm", &add_rms_norm, "hidden += delta in place, then rms_norm(hidden) * weight", release_gil());
   m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused [..., 2 * intermediate] projection", release_gil());
   m.def("argmax_rows", &argmax_rows, "each row's index of its largest value, as torch.argmax(x, -1)",
         release_gil());
