@@ -10,8 +10,12 @@ from starlette.responses import StreamingResponse
 DONE = b"data: [DONE]\n\n"
 
 
+# Built once: json.dumps with options builds an encoder per call, a third of its cost per streamed token.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(payload) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(payload)
 
 
 def event(payload: dict) -> bytes:
