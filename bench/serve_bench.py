@@ -154,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--extra-body", type=json.loads, default=None,
                    help='JSON object merged into every request, e.g. \'{"top_p": 0.9, "logprobs": 5}\'')
+    p.add_argument("--prompts-file", default=None,
+                   help="JSON list of prompts (each a list of token ids, or a string) to send instead of "
+                        "fetching new ones: request i sends prompt i (mod the list's length)")
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     return p.parse_args(argv)
@@ -161,11 +164,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    prompts = None
+    if args.prompts_file:
+        with open(args.prompts_file) as f:
+            prompts = [Prompt(p, None) if isinstance(p, str) else Prompt("", p) for p in json.load(f)]
     result = run_client(run_load(
         args.base_url, args.model, concurrency=args.concurrency, num_requests=args.num_requests,
         prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=args.stream,
         endpoint=args.endpoint, warmup=args.warmup, temperature=args.temperature, timeout_s=args.timeout,
-        extra_body=args.extra_body,
+        extra_body=args.extra_body, prompts=prompts,
     ))
     text = json.dumps(result, indent=2)
     print(text)
