@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench import hf_baselines
 from bench.machine import OtherCpuMeter, machine_info
 from bench.prompts import from_tokenizer
+from bench.serve_bench import run_load_in_own_process
 from bench.server_process import ServerProcess
 from bench.stats import median_run
 
@@ -73,7 +72,7 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
         for concurrency, load in loads.items():
             # Warm up with prompts the timed runs do not use, as a separate run so that the server CPU time
             # measured below covers the timed requests only.
-            load_from_own_process(server.base_url, prompts[args.num_prompts:], concurrency, **load)
+            run_load_in_own_process(server.base_url, "bench", prompts[args.num_prompts:], concurrency, **load)
         # HF work runs on short-lived threads (hf_baselines.on_own_thread), never on this one: see there.
         own_thread = hf_baselines.on_own_thread
         model = None if args.skip_hf else own_thread(hf_baselines.load_model, model_dir, args.dtype,
@@ -87,7 +86,7 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
             print(f"[engine_bench] round {round_number}/{args.repeats}", file=sys.stderr, flush=True)
             for concurrency, load in loads.items():
                 cpu_before = server.cpu_seconds()
-                report = load_from_own_process(server.base_url, timed, args.num_prompts, **load)
+                report = run_load_in_own_process(server.base_url, "bench", timed, args.num_prompts, **load)
                 if report["failed"] or report["requests_with_unexpected_output_length"]:
                     raise SystemExit(f"engine_bench: bad run at concurrency {concurrency}: {report['failed']} "
                                      f"failed, {report['requests_with_unexpected_output_length']} with the "
@@ -111,26 +110,6 @@ def run_interleaved(args, model_dir: str, prompts) -> tuple[dict, dict]:
                  "runs_in_order_output_tokens_per_s": in_order(runs)}
           for name, runs in hf_runs.items()}
     return result, hf
-
-
-def load_from_own_process(base_url: str, prompts: list, num_requests: int, *, concurrency: int,
-                          prompt_tokens: int, output_tokens: int, stream: bool) -> dict:
-    """One load run by `python -m bench.serve_bench` in a process of its own, as a real client runs: this
-    process holds the HF model and its libraries (~400k objects), and a load generator running here paused
-    for the garbage collector's full collections over all of them (13 in one benchmark, up to 207 ms each),
-    during which the server's measured rate dropped with it."""
-    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
-        prompts_file, out = Path(tmp) / "prompts.json", Path(tmp) / "report.json"
-        prompts_file.write_text(json.dumps([p.token_ids for p in prompts]))
-        command = [sys.executable, "-m", "bench.serve_bench", "--base-url", base_url, "--model", "bench",
-                   "--concurrency", str(concurrency), "--num-requests", str(num_requests),
-                   "--prompt-tokens", str(prompt_tokens), "--output-tokens", str(output_tokens),
-                   "--stream" if stream else "--no-stream", "--prompts-file", str(prompts_file), "--out", str(out)]
-        finished = subprocess.run(command, capture_output=True, text=True)
-        if not out.exists():
-            raise SystemExit(f"engine_bench: the load generator failed (exit {finished.returncode}):\n"
-                             f"{finished.stderr[-3000:]}")
-        return json.loads(out.read_text())
 
 
 def in_order(runs: list[dict]) -> list[float]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from bench import prompts as prompt_source
 from bench.machine import machine_info
 from bench.paced_upstream import PacedUpstreamProcess
-from bench.serve_bench import run_client, run_load
+from bench.serve_bench import run_load_in_own_process
 from bench.server_process import ServerProcess
 from bench.vllm_server import VLLMServerProcess
 
@@ -101,16 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                                args.prompt_tokens)
             for concurrency, count in levels.items():
                 for url in urls.values():  # warm both paths (connections, caches)
-                    run_client(run_load(url, MODEL, concurrency=concurrency, num_requests=min(count, 16),
-                                         output_tokens=args.output_tokens, prompts=prompts,
-                                         extra_body={"ignore_eos": True}))
+                    run_load_in_own_process(url, MODEL, prompts, min(count, 16), concurrency=concurrency,
+                                            output_tokens=args.output_tokens)
                 for round_index in range(args.rounds):
                     order = ["direct", "gateway"] if round_index % 2 == 0 else ["gateway", "direct"]
                     for name in order:
                         cpu_before = {server: process.cpu_seconds() for server, process in servers.items()}
-                        report = run_client(run_load(urls[name], MODEL, concurrency=concurrency,
-                                                      num_requests=count, output_tokens=args.output_tokens,
-                                                      prompts=prompts, extra_body={"ignore_eos": True}))
+                        report = run_load_in_own_process(urls[name], MODEL, prompts, count, concurrency=concurrency,
+                                                         output_tokens=args.output_tokens)
                         tokens = max(report["total_output_tokens"], 1)
                         report["cpu_us_per_token"] = {
                             server: round((process.cpu_seconds() - cpu_before[server]) / tokens * 1e6, 1)

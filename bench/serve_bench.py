@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -37,6 +40,28 @@ def run_client(coro):
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def run_load_in_own_process(base_url: str, model: str, prompts: list[Prompt], num_requests: int, *,
+                            concurrency: int, output_tokens: int, stream: bool = True, prompt_tokens: int = 64,
+                            extra_body: dict | None = None) -> dict:
+    """`run_load` as `python -m bench.serve_bench` in a process of its own, as a real client runs, and its
+    report. A benchmark's own process may hold a model and its libraries (engine_bench: ~400k objects): a
+    load generator running there paused for the garbage collector's full collections over all of them (13 in
+    one engine_bench run, up to 207 ms each), and the measured server's rate dropped with it."""
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        prompts_file, out = Path(tmp) / "prompts.json", Path(tmp) / "report.json"
+        prompts_file.write_text(json.dumps([p.token_ids if p.token_ids is not None else p.text for p in prompts]))
+        command = [sys.executable, "-m", "bench.serve_bench", "--base-url", base_url, "--model", model,
+                   "--concurrency", str(concurrency), "--num-requests", str(num_requests),
+                   "--prompt-tokens", str(prompt_tokens), "--output-tokens", str(output_tokens),
+                   "--stream" if stream else "--no-stream", "--prompts-file", str(prompts_file), "--out", str(out)]
+        if extra_body:
+            command += ["--extra-body", json.dumps(extra_body)]
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if not out.exists():
+            raise RuntimeError(f"the load generator failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
+        return json.loads(out.read_text())
 
 
 async def run_load(
