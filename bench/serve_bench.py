@@ -43,8 +43,8 @@ def run_client(coro):
 
 
 def run_load_in_own_process(base_url: str, model: str, prompts: list[Prompt], num_requests: int, *,
-                            concurrency: int, output_tokens: int, stream: bool = True, prompt_tokens: int = 64,
-                            extra_body: dict | None = None) -> dict:
+                            concurrency: int, output_tokens: int, stream: bool = True,
+                            prompt_tokens: int = 64) -> dict:
     """`run_load` as `python -m bench.serve_bench` in a process of its own, as a real client runs, and its
     report. A benchmark's own process may hold a model and its libraries (engine_bench: ~400k objects): a
     load generator running there paused for the garbage collector's full collections over all of them (13 in
@@ -56,8 +56,6 @@ def run_load_in_own_process(base_url: str, model: str, prompts: list[Prompt], nu
                    "--concurrency", str(concurrency), "--num-requests", str(num_requests),
                    "--prompt-tokens", str(prompt_tokens), "--output-tokens", str(output_tokens),
                    "--stream" if stream else "--no-stream", "--prompts-file", str(prompts_file), "--out", str(out)]
-        if extra_body:
-            command += ["--extra-body", json.dumps(extra_body)]
         finished = subprocess.run(command, capture_output=True, text=True)
         if not out.exists():
             raise RuntimeError(f"the load generator failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")

@@ -51,7 +51,7 @@ class SlotKVCache(Cache):
         """Declare a decode step on kernels that write the new keys and values themselves (`layer`): batch row
         i is slot rows.start + i; attention reads the first `kv_len` columns. `update` is then unavailable."""
         self._rows = rows
-        self._write_rows = self._write_cols = None
+        self._write_slots = self._write_rows = self._write_cols = None
         self._kv_len = kv_len
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
@@ -73,7 +73,7 @@ class SlotKVCache(Cache):
     @property
     def write_slots(self) -> torch.Tensor | None:
         """[batch] the slot of each row of the prepared forward (None after `prepare_decode`)."""
-        return None if self._write_cols is None else self._write_slots
+        return self._write_slots
 
     @property
     def write_positions(self) -> torch.Tensor | None:

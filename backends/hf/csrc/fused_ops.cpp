@@ -40,32 +40,40 @@ int64_t argmax_of(const float* row, int64_t n) {
   return 0;  // not reached: top is one of the values
 }
 
+// The norm's checks and output, shared by rms_norm and add_rms_norm: [..., size] float32 rows.
+void check_norm_weight(const at::Tensor& weight, int64_t size, const char* op) {
+  check_float(weight, op, "weight");
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == size && weight.is_contiguous(), op,
+              ": weight must be a contiguous [", size, "]");
+}
+
+// out = row * rsqrt(squares / size + eps) * weight, where squares is the row's sum of squares.
+inline void normalize_row(const float* row, float squares, const float* weight, float* out, int64_t size,
+                          float eps) {
+  const float inv = 1.f / std::sqrt(squares / size + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < size; ++i) out[i] = weight[i] * (row[i] * inv);
+}
+
 }  // namespace
 
 // Llama's RMSNorm in float32: x * rsqrt(mean(x^2) + eps) * weight, over the last dimension.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check_float(x, "rms_norm", "x");
-  check_float(weight, "rms_norm", "weight");
-  const int64_t hidden = x.size(-1);
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == hidden && weight.is_contiguous(),
-              "rms_norm: weight must be a contiguous [", hidden, "]");
+  const int64_t size = x.size(-1);
+  check_norm_weight(weight, size, "rms_norm");
   const auto input = x.contiguous();
   auto out = at::empty_like(input);
-  const int64_t rows = input.numel() / hidden;
   const float* xp = input.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const float epsilon = static_cast<float>(eps);
-  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, input.numel() / size, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const float* row = xp + r * hidden;
+      const float* row = xp + r * size;
       float squares = 0.f;
 #pragma omp simd reduction(+ : squares)
-      for (int64_t i = 0; i < hidden; ++i) squares += row[i] * row[i];
-      const float inv = 1.f / std::sqrt(squares / hidden + epsilon);
-      float* o = op + r * hidden;
-#pragma omp simd
-      for (int64_t i = 0; i < hidden; ++i) o[i] = wp[i] * (row[i] * inv);
+      for (int64_t i = 0; i < size; ++i) squares += row[i] * row[i];
+      normalize_row(row, squares, wp, op + r * size, size, static_cast<float>(eps));
     }
   });
   return out;
@@ -77,21 +85,17 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, double eps) {
   check_float(hidden, "add_rms_norm", "hidden");
   check_float(delta, "add_rms_norm", "delta");
-  check_float(weight, "add_rms_norm", "weight");
   const int64_t size = hidden.size(-1);
+  check_norm_weight(weight, size, "add_rms_norm");
   TORCH_CHECK(hidden.is_contiguous() && delta.sizes() == hidden.sizes(),
               "add_rms_norm: hidden must be contiguous and delta of its shape");
-  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == size && weight.is_contiguous(),
-              "add_rms_norm: weight must be a contiguous [", size, "]");
   const auto addend = delta.contiguous();
   auto out = at::empty_like(hidden);
-  const int64_t rows = hidden.numel() / size;
   float* hp = hidden.data_ptr<float>();
   const float* dp = addend.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const float epsilon = static_cast<float>(eps);
-  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, hidden.numel() / size, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* row = hp + r * size;
       const float* d = dp + r * size;
@@ -101,10 +105,7 @@ at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::T
         row[i] += d[i];
         squares += row[i] * row[i];
       }
-      const float inv = 1.f / std::sqrt(squares / size + epsilon);
-      float* o = op + r * size;
-#pragma omp simd
-      for (int64_t i = 0; i < size; ++i) o[i] = wp[i] * (row[i] * inv);
+      normalize_row(row, squares, wp, op + r * size, size, static_cast<float>(eps));
     }
   });
   return out;
