@@ -13,15 +13,12 @@ plain requests.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
-import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from backends.base import Backend
 from backends.errors import (
@@ -33,6 +30,7 @@ from backends.errors import (
     Unavailable,
     UpstreamError,
 )
+from backends.http1 import ConnectionPool, HTTPClientError
 from backends.types import (
     FinishReason,
     GenerateRequest,
@@ -44,10 +42,6 @@ from backends.types import (
     Usage,
 )
 from backends.validation import check_sampling
-
-logger = logging.getLogger(__name__)
-
-_STALE_CONNECTION_RETRIES = 2
 
 UNSUPPORTED = (
     ("use_beam_search", lambda p: p.use_beam_search),
@@ -161,30 +155,27 @@ class OpenAIUpstreamBackend(Backend):
         self._upstream_model = config.model or config.served_model_name
         self._name = config.served_model_name or config.model
         self._max_model_len = config.max_model_len or 0
-        self._session: aiohttp.ClientSession | None = None
-        self._base = config.url.rstrip("/")
+        self._pool: ConnectionPool | None = None
+        self._path = urlsplit(config.url).path.rstrip("/")  # e.g. /v1
 
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="upstream")
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        # aiohttp rather than httpx: its HTTP parser is C, and this client parses one chunk per streamed
-        # token; with httpx the gateway spent ~57 us of CPU per chunk, a third of it in pure-Python parsing.
+    def _new_pool(self) -> ConnectionPool:
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections,
-                                         keepalive_timeout=self.config.keepalive_timeout)
-        # sock_read bounds the wait for the next chunk, not the whole answer.
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
-                                        sock_read=self.config.read_timeout)
-        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
+        return ConnectionPool(self.config.url, max_connections=self.config.max_connections,
+                              connect_timeout=self.config.connect_timeout, read_timeout=self.config.read_timeout,
+                              keepalive_timeout=self.config.keepalive_timeout, headers=headers)
 
     async def _get_models(self, timeout: float) -> tuple[int, Any]:
-        async with self._session.get(f"{self._base}/models", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-            return r.status, (await r.json(content_type=None) if r.status == 200 else None)
+        async with asyncio.timeout(timeout):
+            async with await self._pool.request("GET", f"{self._path}/models") as response:
+                raw = await response.read()
+        return response.status, (json.loads(raw) if response.status == 200 else None)
 
     async def start(self) -> None:
-        self._session = self._new_session()
+        self._pool = self._new_pool()
         try:
             await self._check_upstream()
         except BaseException:
@@ -194,7 +185,7 @@ class OpenAIUpstreamBackend(Backend):
     async def _check_upstream(self) -> None:
         try:
             status, payload = await self._get_models(self.config.connect_timeout * 2)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (HTTPClientError, TimeoutError, ValueError) as exc:
             raise RuntimeError(f"openai backend: cannot reach {self.config.url}: {exc!r}") from exc
         if status != 200:
             raise RuntimeError(f"openai backend: GET {self.config.url}/models returned HTTP {status}")
@@ -209,74 +200,43 @@ class OpenAIUpstreamBackend(Backend):
             self._max_model_len = reported
 
     async def health(self) -> bool:
-        if self._session is None:
+        if self._pool is None:
             return False
         try:
             status, _ = await self._get_models(self.config.connect_timeout)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (HTTPClientError, TimeoutError, ValueError):
             return False
         return status == 200
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    async def _post(self, path: str, body: dict, headers: dict) -> aiohttp.ClientResponse:
-        """POST and wait for the response head. Retried when the pooled connection it went out on had
-        already been closed by the upstream (the failed connection leaves the pool): a busy event loop may
-        not yet have seen that close when the connection was picked. Seen at concurrency 32 against vLLM:
-        a few requests failed with ServerDisconnectedError, enough to eject the only replica."""
-        url = f"{self._base}{path}"
-        for _ in range(_STALE_CONNECTION_RETRIES):
-            try:
-                return await self._session.post(url, json=body, headers=headers)
-            except aiohttp.ServerDisconnectedError:
-                logger.info("upstream %s closed a pooled connection as we used it; retrying", self._base)
-        return await self._session.post(url, json=body, headers=headers)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
-        if self._session is None:
+        if self._pool is None:
             raise Unavailable(f"openai backend for {self._name!r} is not started")
         check_sampling(request.sampling, UNSUPPORTED, "openai")
         path, body = request_body(request, self._upstream_model, self.config.return_token_ids)
         chat = request.messages is not None
-        headers = {"X-Request-Id": request.request_id}
+        headers = {"Content-Type": "application/json", "X-Request-Id": request.request_id}
         try:
-            async with await self._post(path, body, headers) as response:
-                if response.status != 200:
-                    raw = await response.read()
-                    try:
-                        payload = json.loads(raw)
-                    except ValueError:
-                        payload = raw.decode(errors="replace")
-                    raise upstream_error(response.status, payload)
-                complete = False
-                try:
-                    async for delta in _deltas(sse_data(response.content.iter_any()), chat):
-                        yield delta
-                    await response.content.read()  # the rest ([DONE]), so the connection can be reused
-                    complete = True
-                finally:
-                    if not complete:  # we stopped early: closing the connection tells the upstream to abort
-                        _close_now(response)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"upstream {self.config.url}: {type(exc).__name__}: {exc}") from exc
+            # Leaving this block before the body's end closes the connection: the upstream aborts the request.
+            async with await self._pool.request("POST", self._path + path, json.dumps(body).encode(), headers) as r:
+                if r.status != 200:
+                    raise upstream_error(r.status, _json_or_text(await r.read()))
+                async for delta in _deltas(sse_data(r.iter_bytes()), chat):
+                    yield delta
+                await r.read()  # the rest ([DONE]), so the connection goes back to the pool
+        except (HTTPClientError, TimeoutError) as exc:
+            raise UpstreamError(f"upstream {self.config.url}: {exc}") from exc
 
 
-def _close_now(response: aiohttp.ClientResponse) -> None:
-    """Close the response's connection at once. `close()` alone leaves the socket to the event loop's next
-    turn; anything that holds the loop up meanwhile delays the upstream's abort, and a blocking request to
-    the same vLLM server in that gap left the abandoned request generating to its end (3 times in 4)."""
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            # Through a duplicate of the descriptor: uvloop's transport sockets refuse shutdown() themselves.
-            with socket.fromfd(sock.fileno(), sock.family, sock.type) as duplicate:
-                duplicate.shutdown(socket.SHUT_RDWR)
-    response.close()
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
