@@ -92,9 +92,6 @@ class EventStreamResponse(StreamingResponse):
             async for chunk in events:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            # Let the loop write the end of the body before closing the stream chain and, once this returns,
-            # the request's metrics and access log: none of that needs to hold up the client.
-            await asyncio.sleep(0)
         finally:
             await events.aclose()
 

@@ -7,7 +7,7 @@ On loopback each write also runs the receiver's TCP input and wakes it: 155 us p
 gateway under cProfile, at concurrency 1); worse, the client woken by the head alone takes the CPU and
 the first event waits behind it. Holding a connection's writes until the end of the current loop pass
 sends head and first event in one segment, and the last event with the terminator, at the cost of at most
-one loop pass of delay.
+one loop pass of delay. A response's end is written as soon as it is sent, since nothing can join it.
 """
 
 from __future__ import annotations
@@ -69,5 +69,12 @@ def http_protocol() -> type[asyncio.Protocol]:
     class CoalescingHttpProtocol(base):
         def connection_made(self, transport) -> None:
             super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+
+        def on_response_complete(self) -> None:
+            # The response's last bytes go now: what the app does after its last send (closing streams,
+            # metrics, the access log) must not hold them until the end of the loop pass. At c1 through the
+            # openai backend that was ~0.2 ms of end-to-end latency.
+            self.transport.flush()
+            super().on_response_complete()
 
     return CoalescingHttpProtocol

@@ -77,3 +77,44 @@ async def test_everything_else_is_the_wrapped_transports():
     transport = CoalescingTransport(inner, asyncio.get_running_loop())
     assert transport.get_extra_info("peername") == ("127.0.0.1", 1234)
     assert transport.is_closing() is False
+
+
+def test_a_finished_response_is_written_before_the_app_returns():
+    """Through uvicorn with our protocol: the client has the whole response while the app is still busy
+    after its last send (as it is when it closes streams and writes metrics and the access log)."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from server.http.transport import http_protocol
+    from tests.server_thread import free_port
+
+    returned_at = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done", "more_body": False})
+        time.sleep(1.0)  # busy after the last send, holding the event loop
+        returned_at.append(time.monotonic())
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           http=http_protocol(), lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        response = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        received_at = time.monotonic()
+        assert response.text == "done"
+        while not returned_at:
+            time.sleep(0.01)
+        assert received_at < returned_at[0]
+    finally:
+        server.should_exit = True
+        thread.join(5)
