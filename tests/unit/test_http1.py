@@ -1,10 +1,12 @@
 """backends.http1, the openai backend's HTTP/1.1 client, against scripted servers on loopback (raw asyncio
 sockets, so every byte on the wire is the test's choice): body framings, keep-alive reuse and expiry, stale
-connections, timeouts, early close, flow control and the connection limit."""
+connections, timeouts, early close, flow control, the connection limit and TLS."""
 
 import asyncio
+import ssl
 
 import pytest
+import trustme
 
 from backends.http1 import ConnectionPool, HTTPClientError
 
@@ -291,3 +293,27 @@ async def test_a_large_body_is_read_with_flow_control():
                 await asyncio.sleep(0.001)  # a slow consumer
         assert bytes(received) == body
         await pool.close()
+
+
+async def test_https_verifies_the_upstreams_certificate():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    script = Script(ok(b"secret"), ok(b"secret"))
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        pool = ConnectionPool(url, ssl_context=trusting)
+        assert await get(pool) == (200, b"secret")
+        assert await get(pool) == (200, b"secret")
+        assert script.connections == 1  # kept alive over TLS too
+        await pool.close()
+
+        pool = ConnectionPool(url)  # the system's CAs do not know this one
+        with pytest.raises(HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
+            await get(pool)
+        await pool.close()
+    finally:
+        server.close()
