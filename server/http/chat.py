@@ -13,7 +13,7 @@ from server.http import observe, sse
 from server.http.choices import Usage, collect
 from server.http.logprobs import chat_logprobs
 from server.http.requests import parse_body, request_id
-from server.http.streams import merge, primed, until_disconnected
+from server.http.streams import merge, until_disconnected
 from server.schemas.openai import ChatCompletionRequest
 
 
@@ -34,7 +34,7 @@ async def create_chat_completion(request: Request):
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse.response(_events(await primed(merged), base, include_usage, body.return_token_ids))
+        return sse.response(_events(merged, base, include_usage, body.return_token_ids))
 
     choices, usage = await until_disconnected(request, collect(merged, params.n))
     base["choices"] = [

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
+
+from server import errors
 
 DONE = b"data: [DONE]\n\n"
 
@@ -33,26 +36,38 @@ class ChunkEncoder:
         return (self._head + _dumps(choice) + self._tail).encode()
 
 
-async def _ending_in_error_event(events):
-    """A stream that fails after its 200 header went out ends with an OpenAI-shaped error event and
-    `[DONE]`, so clients see the failure instead of a silently truncated answer."""
-    from server.errors import error_body, to_turnout_error
+def openai_error_events(exc: Exception) -> list[bytes]:
+    """How an OpenAI stream that fails after its 200 head ends: an error event and `[DONE]`, so clients
+    see the failure instead of a silently truncated answer."""
+    error = errors.to_turnout_error(exc)
+    return [event(errors.error_body(error.message, error.error_type, error.param, error.code)), DONE]
 
-    try:
-        async for chunk in events:
-            yield chunk
-    except Exception as exc:
-        error = to_turnout_error(exc)
-        yield event(error_body(error.message, error.error_type, error.param, error.code))
-        yield DONE
+
+def openai_error_response(exc: Exception) -> Response:
+    return errors.error_response(errors.to_turnout_error(exc))
 
 
 class EventStreamResponse(StreamingResponse):
-    """Sends its head only with its first event. The server writes what a connection sends during one
-    loop pass as one segment (server/http/transport.py), so head and first event arrive together and the
-    client wakes once, to a usable event; likewise, events the backend delivers in one burst (remote
-    upstreams, several choices) and the last event with the end of the body. The events are closed however
-    the response ends, so a client that leaves aborts its generation at once."""
+    """An event stream whose head goes out only with its first event.
+
+    The handler returns it before generation has produced anything; it waits for the first event itself,
+    watching for the client to leave meanwhile (a client that leaves during a long queue or prefill
+    aborts its request then, not when its first token is ready). A failure before the first event (a
+    request the backend rejects, an overloaded or missing model) is answered by `error_response(exc)`, a
+    plain error with its own status, as if the handler had raised it; a failure after it ends the stream
+    with `error_events(exc)`.
+
+    The server writes what a connection sends during one loop pass as one segment
+    (server/http/transport.py), so head and first event arrive together and the client wakes once, to a
+    usable event; likewise, events the backend delivers in one burst (remote upstreams, several choices).
+    The events are closed however the response ends, so a client that leaves aborts its generation at
+    once."""
+
+    def __init__(self, events, error_response: Callable[[Exception], Response],
+                 error_events: Callable[[Exception], list[bytes]]):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._error_response, self._error_events = error_response, error_events
 
     async def __call__(self, scope, receive, send) -> None:
         """Stream on this task while a watcher task waits for the client to disconnect and then cancels
@@ -65,13 +80,13 @@ class EventStreamResponse(StreamingResponse):
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            if state["streaming"]:  # the stream is suspended at an await inside stream_response
+            if state["streaming"]:  # the stream is suspended at an await inside _stream
                 state["client_left"] = True
                 streaming.cancel()
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self.stream_response(send)
+            await self._stream(scope, receive, send)
         except asyncio.CancelledError:
             if not state["client_left"]:
                 raise
@@ -82,23 +97,30 @@ class EventStreamResponse(StreamingResponse):
         if self.background is not None:
             await self.background()
 
-    async def stream_response(self, send) -> None:
+    async def _stream(self, scope, receive, send) -> None:
         events = self.body_iterator
         try:
-            first = await anext(events, b"")
+            try:
+                first = await anext(events, b"")
+            except Exception as exc:  # nothing sent yet: an error response with its status
+                await self._error_response(exc)(scope, receive, send)
+                return
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-            async for chunk in events:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in events:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except Exception as exc:
+                for chunk in self._error_events(exc):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await events.aclose()
 
 
-def response(events) -> EventStreamResponse:
-    return EventStreamResponse(
-        _ending_in_error_event(events),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def response(events, error_response: Callable[[Exception], Response] = openai_error_response,
+             error_events: Callable[[Exception], list[bytes]] = openai_error_events) -> EventStreamResponse:
+    """An OpenAI-style event stream of `events` (encoded events, not started yet); TGI's routes pass
+    their own error shapes."""
+    return EventStreamResponse(events, error_response, error_events)

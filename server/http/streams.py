@@ -1,5 +1,6 @@
-"""Plumbing between backend streams and a response: merging several prompts' streams, and making the
-first delta (or the validation error) known before any response bytes are sent."""
+"""Plumbing between backend streams and a response: merging several prompts' streams, and cancelling a
+non-streamed request's work when its client leaves. (A streamed response waits for its first event
+itself: server/http/sse.py.)"""
 
 from __future__ import annotations
 
@@ -48,31 +49,6 @@ async def merge(streams: list[AsyncIterator[OutputDelta]]) -> AsyncIterator[tupl
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def primed(stream: AsyncIterator) -> AsyncIterator:
-    """Wait for the first item, so that errors raised before generation starts surface here (and become a
-    proper 4xx) rather than inside a 200 stream; then return an iterator over all items."""
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        return _empty()
-    except BaseException:
-        await stream.aclose()
-        raise
-    return _chain(first, stream)
-
-
-async def _empty():
-    return
-    yield
-
-
-async def _chain(first, stream: AsyncIterator) -> AsyncIterator:
-    async with aclosing(stream):
-        yield first
-        async for item in stream:
-            yield item
 
 
 async def until_disconnected(request: Request, work):

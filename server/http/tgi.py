@@ -20,7 +20,7 @@ from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
 from server.http import observe, sse
 from server.http.requests import json_object, request_id
-from server.http.streams import ClientDisconnected, merge, primed, until_disconnected
+from server.http.streams import ClientDisconnected, merge, until_disconnected
 from server.schemas import tgi as schema
 from server.tgi_convert import Sequence, TokenEncoder, finish_reason, sampling_params
 
@@ -146,43 +146,46 @@ async def compat_generate(request: Request):
 
 async def _stream(request: Request, body: schema.GenerateRequest):
     backend, core, full_text = _core_request(request, body, stream=True)
-    deltas = await primed(observe.generate(request, backend, core))
+    deltas = observe.generate(request, backend, core)
     encoder = TokenEncoder(backend.tokenizer)
-    response = sse.response(_events(deltas, body.parameters, core.sampling.seed, full_text, encoder))
+    response = sse.response(_events(deltas, body.parameters, core.sampling.seed, full_text, encoder),
+                            error_response=tgi_error_response, error_events=_error_events)
     response.headers["x-request-id"] = core.request_id
     return response
+
+
+def _error_events(exc: Exception) -> list[bytes]:
+    """A stream that fails after it began ends with TGI's error event."""
+    _, body = tgi_error_body(to_turnout_error(exc))
+    return [sse.event(body)]
 
 
 async def _events(deltas, p: schema.GenerateParameters, seed: int | None, full_text: str, encoder: TokenEncoder):
     """TGI's `StreamResponse` per token; the last one also carries `generated_text` (and `details`)."""
     index, text, generated = 0, "", 0
-    try:
-        async for delta in deltas:
-            tokens, tops = encoder.tokens(delta)
-            text += delta.text
-            generated += len(delta.token_ids)
-            for i, (token, top) in enumerate(zip(tokens, tops, strict=True)):
-                index += 1
-                event = {"index": index, "token": token}
-                if p.top_n_tokens:
-                    event["top_tokens"] = top
-                last = delta.finish_reason is not None and i == len(tokens) - 1
-                event["generated_text"] = None
-                event["details"] = None
-                if last:
-                    stop = delta.stop_reason if isinstance(delta.stop_reason, str) else ""
-                    event["generated_text"] = full_text + text + stop
-                    if p.details:
-                        event["details"] = {
-                            "finish_reason": finish_reason(delta),
-                            "generated_tokens": generated,
-                            "seed": seed,
-                            "input_length": delta.usage.prompt_tokens if delta.usage else 0,
-                        }
-                yield sse.event(event)
-    except Exception as exc:  # the stream has begun: the error goes out as TGI's error event
-        _, body = tgi_error_body(to_turnout_error(exc))
-        yield sse.event(body)
+    async for delta in deltas:
+        tokens, tops = encoder.tokens(delta)
+        text += delta.text
+        generated += len(delta.token_ids)
+        for i, (token, top) in enumerate(zip(tokens, tops, strict=True)):
+            index += 1
+            event = {"index": index, "token": token}
+            if p.top_n_tokens:
+                event["top_tokens"] = top
+            last = delta.finish_reason is not None and i == len(tokens) - 1
+            event["generated_text"] = None
+            event["details"] = None
+            if last:
+                stop = delta.stop_reason if isinstance(delta.stop_reason, str) else ""
+                event["generated_text"] = full_text + text + stop
+                if p.details:
+                    event["details"] = {
+                        "finish_reason": finish_reason(delta),
+                        "generated_tokens": generated,
+                        "seed": seed,
+                        "input_length": delta.usage.prompt_tokens if delta.usage else 0,
+                    }
+            yield sse.event(event)
 
 
 @tgi_errors
