@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -28,6 +29,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
+
+logger = logging.getLogger(__name__)
 
 _PAUSE_READING_AT = 1 << 20
 """Buffered body bytes at which the socket stops being read until the consumer catches up."""
@@ -256,6 +259,8 @@ class ConnectionPool:
             try:
                 return await self._exchange(connection, message)
             except StaleConnection:
+                logger.info("%s:%s closed a pooled connection as it was reused; retrying on a new one",
+                            self.host, self.port)
                 self._drop(connection)
                 connection = None
                 connection = await self._connect()
