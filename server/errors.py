@@ -44,8 +44,13 @@ def to_turnout_error(exc: Exception) -> TurnoutError:
     return TurnoutError(f"internal error: {type(exc).__name__}")
 
 
-async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+def openai_error_response(exc: Exception) -> JSONResponse:
+    """Any exception as an OpenAI error response with its status."""
     return error_response(to_turnout_error(exc))
+
+
+async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+    return openai_error_response(exc)
 
 
 # TGI's own API answers in TGI's shape and status codes (router/src/server.rs), which its clients parse.

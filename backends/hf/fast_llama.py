@@ -10,7 +10,7 @@ On CPU the projections are reordered for oneDNN instead (`packed_linear`): the r
 only one, and the model's projection modules are replaced by stand-ins that refuse to run, so the
 model serves through this forward alone (as the runner uses it) without holding its weights twice.
 On CPU in float32, RMSNorm and the gated activation run on the C++ kernels of `cpu_kernels`, and so
-does all of a decode step (one token per row, rows in consecutive slots): ~8 calls a layer instead of ~30.
+does all of a decode step (`decode`, one token per row, rows in consecutive slots): ~8 calls a layer instead of ~30.
 Models it does not recognise use the ordinary transformers forward.
 """
 
@@ -147,14 +147,12 @@ class FastLlamaForward:
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
     def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
-        if self.kernels is not None and input_ids.shape[1] == 1 and isinstance(cache.rows, slice):
-            return self.decode(input_ids, positions, cache)
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self._rope_tables(positions, hidden.dtype)
         batch, width = input_ids.shape
         half = self.head_dim // 2
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
-        on_kernels = self.kernels is not None and cache.write_positions is not None
+        on_kernels = self.kernels is not None
         if not on_kernels:  # [batch, width, 1, head_dim]: broadcast over the heads of [batch, width, heads, dim]
             cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
         x = self._rms_norm(self.layers[0].input_layernorm, hidden)

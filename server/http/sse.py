@@ -43,10 +43,6 @@ def openai_error_events(exc: Exception) -> list[bytes]:
     return [event(errors.error_body(error.message, error.error_type, error.param, error.code)), DONE]
 
 
-def openai_error_response(exc: Exception) -> Response:
-    return errors.error_response(errors.to_turnout_error(exc))
-
-
 class EventStreamResponse(StreamingResponse):
     """An event stream whose head goes out only with its first event.
 
@@ -119,7 +115,7 @@ class EventStreamResponse(StreamingResponse):
             await events.aclose()
 
 
-def response(events, error_response: Callable[[Exception], Response] = openai_error_response,
+def response(events, error_response: Callable[[Exception], Response] = errors.openai_error_response,
              error_events: Callable[[Exception], list[bytes]] = openai_error_events) -> EventStreamResponse:
     """An OpenAI-style event stream of `events` (encoded events, not started yet); TGI's routes pass
     their own error shapes."""

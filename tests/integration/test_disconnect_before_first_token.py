@@ -8,12 +8,12 @@ import threading
 import httpx
 import pytest
 
-from backends.base import Backend
 from backends.types import ModelInfo, OutputDelta
+from tests.inert_backend import InertBackend
 from tests.server_thread import ServerThread
 
 
-class StallingBackend(Backend):
+class StallingBackend(InertBackend):
     """Waits forever before its first delta; records when its stream is closed."""
 
     info = ModelInfo(name="stalling", max_model_len=64)
@@ -21,15 +21,6 @@ class StallingBackend(Backend):
     def __init__(self):
         self.started = threading.Event()
         self.closed = threading.Event()
-
-    async def start(self) -> None:
-        pass
-
-    async def health(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        pass
 
     async def generate(self, request):
         self.started.set()

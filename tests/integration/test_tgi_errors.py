@@ -5,26 +5,17 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import GenerationError, OverloadedError
 
-from backends.base import Backend
 from backends.errors import EngineDead, Overloaded, UpstreamError
 from backends.tgi import TGIBackend, TGIBackendConfig
 from backends.types import FinishReason, GenerateRequest, ModelInfo, OutputDelta, SamplingParams
+from tests.inert_backend import InertBackend
 from tests.server_thread import ServerThread
 
 
-class FailingBackend(Backend):
+class FailingBackend(InertBackend):
     """Overloaded when the prompt says so; otherwise one token, then the engine dies."""
 
     info = ModelInfo(name="failing", max_model_len=64)
-
-    async def start(self) -> None:
-        pass
-
-    async def health(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        pass
 
     async def generate(self, request):
         if request.prompt == "busy":

@@ -1,5 +1,5 @@
-"""backends.http1, the openai backend's HTTP/1.1 client, against scripted servers on loopback (raw asyncio
-sockets, so every byte on the wire is the test's choice): body framings, keep-alive reuse and expiry, stale
+"""backends.http1, the openai backend's HTTP/1.1 client, against scripted servers on loopback
+(tests/loopback_http.py): body framings, keep-alive reuse and expiry, stale
 connections, timeouts, early close, flow control, the connection limit and TLS."""
 
 import asyncio
@@ -9,12 +9,13 @@ import pytest
 import trustme
 
 from backends.http1 import ConnectionPool, HTTPClientError
+from tests.loopback_http import LoopbackServer, read_request
 
 
-class Script:
+class Script(LoopbackServer):
     """A server that answers each request on a connection with the next of `responses` (bytes, or an
-    async callable taking the reader and the writer); after the last one it closes the connection. Records the raw
-    requests and counts connections."""
+    async callable taking the reader and the writer); after the last one it closes the connection. Records
+    the raw requests and counts connections."""
 
     def __init__(self, *responses, per_connection: bool = True):
         self.responses = list(responses)
@@ -29,10 +30,7 @@ class Script:
         index = 0 if self.per_connection else None
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                self.requests.append(head + await reader.readexactly(length))
+                self.requests.append(b"".join(await read_request(reader)))
                 if index is None:
                     index, self._next = self._next, self._next + 1
                 if index >= len(self.responses):
@@ -49,14 +47,6 @@ class Script:
         finally:
             writer.close()
 
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-
 
 def ok(body: bytes, *headers: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\n" + b"".join(h + b"\r\n" for h in headers) + \
@@ -66,6 +56,17 @@ def ok(body: bytes, *headers: bytes) -> bytes:
 def chunked(*parts: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + \
         b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def closing_after(data: bytes):
+    """A response that writes `data` and closes the connection."""
+
+    async def respond(reader, writer):
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    return respond
 
 
 async def get(pool: ConnectionPool, target: str = "/v1/x", body: bytes = b"", **headers) -> tuple[int, bytes]:
@@ -114,11 +115,7 @@ async def test_a_response_split_at_every_byte_arrives_whole():
 
 
 async def test_a_body_without_length_ends_with_the_connection_and_is_not_reused():
-    async def until_close(reader, writer):
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nto the end")
-        await writer.drain()
-        writer.close()
-
+    until_close = closing_after(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nto the end")
     async with Script(until_close) as server:
         pool = ConnectionPool(server.url)
         assert await get(pool) == (200, b"to the end")
@@ -169,11 +166,7 @@ async def test_a_new_connection_closed_without_a_response_is_an_error():
 
 
 async def test_a_connection_cut_mid_body_is_an_error_after_the_data_that_came():
-    async def cut(reader, writer):
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await writer.drain()
-        writer.close()
-
+    cut = closing_after(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
     async with Script(cut) as server:
         pool = ConnectionPool(server.url)
         received = []
@@ -300,20 +293,17 @@ async def test_https_verifies_the_upstreams_certificate():
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     script = Script(ok(b"secret"), ok(b"secret"))
-    server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=server_context)
-    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    try:
+    script.ssl_context = server_context
+    async with script:
         trusting = ssl.create_default_context()
         ca.configure_trust(trusting)
-        pool = ConnectionPool(url, ssl_context=trusting)
+        pool = ConnectionPool(script.url, ssl_context=trusting)
         assert await get(pool) == (200, b"secret")
         assert await get(pool) == (200, b"secret")
         assert script.connections == 1  # kept alive over TLS too
         await pool.close()
 
-        pool = ConnectionPool(url)  # the system's CAs do not know this one
+        pool = ConnectionPool(script.url)  # the system's CAs do not know this one
         with pytest.raises(HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
             await get(pool)
         await pool.close()
-    finally:
-        server.close()

@@ -10,6 +10,7 @@ import pytest
 from backends.errors import UpstreamError
 from backends.openai import OpenAIUpstreamBackend, OpenAIUpstreamConfig
 from backends.types import GenerateRequest, SamplingParams
+from tests.loopback_http import LoopbackServer, read_request
 
 MODELS = json.dumps({"data": [{"id": "m", "max_model_len": 64}]}).encode()
 
@@ -21,7 +22,7 @@ def _sse(tokens: int) -> bytes:
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(LoopbackServer):
     """Answers GET /models and streams completions; `drop` says how many completion requests to answer by
     closing the connection without a response (what a client sees when it reuses a connection the server
     has just closed)."""
@@ -36,10 +37,7 @@ class ScriptedUpstream:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                head, _ = await read_request(reader)
                 if head.startswith(b"GET /v1/models"):
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                                  + str(len(MODELS)).encode() + b"\r\n\r\n" + MODELS)
@@ -68,14 +66,6 @@ class ScriptedUpstream:
             self.closed_by_client.set()
         finally:
             writer.close()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
 
 
 async def _backend(url: str) -> OpenAIUpstreamBackend:

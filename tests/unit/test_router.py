@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from backends.base import Backend
 from backends.errors import EngineDead, InvalidRequest, ModelNotFound, StreamInterrupted, Unavailable
 from backends.types import FinishReason, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
 from server.config import ConfigError, RouterSettings, parse_config
 from server.router import Router
+from tests.inert_backend import InertBackend
 
 
-class Scripted(Backend):
+class Scripted(InertBackend):
     """Yields `tokens` deltas, failing before the first (`fail_before`) or after `fail_after` of them."""
 
     def __init__(self, name="m", tokens=3, fail_before: Exception | None = None, fail_after: int | None = None,
@@ -31,12 +31,6 @@ class Scripted(Backend):
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(self.name, 128)
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def health(self) -> bool:
         return self.healthy
