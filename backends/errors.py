@@ -48,6 +48,16 @@ class EngineDead(TurnoutError):
     code = "engine_dead"
 
 
+class RequestFailed(TurnoutError):
+    """This request failed inside the backend while everything else went on (a fault its own input
+    triggered). It is the request's failure, not the replica's: it is not retried elsewhere, where it
+    would fail the same way, and never counts toward ejecting the replica."""
+
+    status_code = 500
+    error_type = "internal_error"
+    code = "request_failed"
+
+
 class Unavailable(TurnoutError):
     """Recoverable: no replica of the model can take the request right now (all unhealthy or failing)."""
 

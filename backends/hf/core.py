@@ -6,6 +6,8 @@ to it through `add`, `abort` and `step` from that one thread.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -13,11 +15,17 @@ from dataclasses import dataclass
 from backends.hf.beam_search import BeamGroup
 from backends.hf.detokenizer import IncrementalDetokenizer
 from backends.hf.logprobs import prompt_logprobs, sampled_logprobs
-from backends.hf.runner import ModelRunner
+from backends.hf.runner import ModelRunner, RunnerOutput
 from backends.hf.sampler import Sampler
 from backends.hf.scheduler import Scheduler, SchedulerConfig
 from backends.hf.sequence import Sequence
-from backends.types import FinishReason, OutputDelta, TokenLogprob, Usage
+from backends.types import FinishReason, OutputDelta, SamplingParams, TokenLogprob, Usage
+
+logger = logging.getLogger(__name__)
+
+
+class EngineBroken(Exception):
+    """The engine cannot run a forward pass at all (not one request's fault): it is dead."""
 
 
 @dataclass
@@ -47,18 +55,25 @@ class EngineCore:
         nobody scrapes does not grow; the oldest are dropped first."""
         self._by_request: dict[str, list[Sequence]] = {}
         self._token_texts: dict[int, str] = {}
+        self.failures: list[tuple[str, Exception]] = []
+        self._failed_this_step: set[str] = set()
 
     def add(self, seqs: list[Sequence]) -> None:
-        params = seqs[0].sampling
-        if params.use_beam_search:
-            group = BeamGroup(seqs, sorted(self.eos_token_ids), params.max_tokens, params.length_penalty,
-                              params.early_stopping)
+        try:
+            params = seqs[0].sampling
+            if params.use_beam_search:
+                group = BeamGroup(seqs, sorted(self.eos_token_ids), params.max_tokens, params.length_penalty,
+                                  params.early_stopping)
+                for seq in seqs:
+                    seq.beam_group = group
             for seq in seqs:
-                seq.beam_group = group
+                seq.detokenizer = IncrementalDetokenizer(
+                    self.tokenizer, seq.prompt_token_ids, seq.sampling.stop, seq.sampling.skip_special_tokens
+                )
+        except Exception as exc:
+            self.failures.append((seqs[0].request_id, exc))
+            return
         for seq in seqs:
-            seq.detokenizer = IncrementalDetokenizer(
-                self.tokenizer, seq.prompt_token_ids, seq.sampling.stop, seq.sampling.skip_special_tokens
-            )
             self.scheduler.add(seq)
         self._by_request.setdefault(seqs[0].request_id, []).extend(seqs)
 
@@ -67,10 +82,19 @@ class EngineCore:
             seq.finish(FinishReason.ABORT)
             self._free(seq)
 
+    def take_failures(self) -> list[tuple[str, Exception]]:
+        """(request id, error) of each request that failed since the last call; the engine is rid of them."""
+        failures, self.failures = self.failures, []
+        return failures
+
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
     def step(self) -> list[SequenceOutput]:
+        """One step. A fault while handling one request (an exception from its sampling, grammar, stop
+        strings, beam search, or a forward that fails only with it in the batch) fails that request alone
+        (`take_failures`); the rest of the batch goes on. Only a forward that fails with every sequence,
+        and then with a plain probe token too, escapes as `EngineBroken`."""
         batch = self.scheduler.schedule()
         self.last_step_tokens = batch.total_tokens
         if not batch:
@@ -79,25 +103,106 @@ class EngineCore:
         for seq in batch.sequences:
             if seq.num_computed_tokens == 0:  # its first step: it has waited since arrival
                 self.queue_times.append(now - seq.arrival_time)
-        ran = self.runner.execute(batch.num_scheduled_tokens)
-        due, logits = ran.due, ran.logits
+        ran = self._execute(batch.num_scheduled_tokens)
         self.num_steps += 1
         for seq, chunk_logits in ran.prompt_logits.items():
-            seq.prompt_logprobs.extend(prompt_logprobs(seq, chunk_logits, self._token_text))
-        if not due:
+            with self._guard(seq):
+                seq.prompt_logprobs.extend(prompt_logprobs(seq, chunk_logits, self._token_text))
+        rows = [i for i, seq in enumerate(ran.due) if not seq.is_finished]
+        if not rows:
             return []
+        due = [ran.due[i] for i in rows]
+        logits = ran.logits if len(rows) == len(ran.due) else ran.logits[rows]
         outputs: list[SequenceOutput] = []
-        rows = [i for i, seq in enumerate(due) if seq.beam_group is None]
-        if rows:
-            sampled = [due[i] for i in rows]
-            sampled_logits = logits if len(rows) == len(due) else logits[rows]
-            next_tokens = self.sampler(sampled_logits, sampled)
-            logprobs = sampled_logprobs(sampled_logits, sampled, next_tokens, self._token_text)
-            outputs = [self._postprocess(*args) for args in zip(sampled, next_tokens, logprobs, strict=True)]
+        sampled_rows = [i for i, seq in enumerate(due) if seq.beam_group is None]
+        if sampled_rows:
+            sampled_logits = logits if len(sampled_rows) == len(due) else logits[sampled_rows]
+            for seq, token, logprob in self._sample(sampled_logits, [due[i] for i in sampled_rows]):
+                if not seq.is_finished:  # a sibling's failure may have failed its request meanwhile
+                    with self._guard(seq):
+                        outputs.append(self._postprocess(seq, token, logprob))
         for i, seq in enumerate(due):
-            if seq.beam_group is not None and seq.beam_group.offer(seq, logits[i]):
-                outputs.extend(self._beam_step(seq.beam_group))
-        return outputs
+            if seq.beam_group is not None and not seq.is_finished:
+                with self._guard(seq):
+                    if seq.beam_group.offer(seq, logits[i]):
+                        outputs.extend(self._beam_step(seq.beam_group))
+        return [out for out in outputs if out.seq.request_id not in self._failed_this_step]
+
+    # -- fault isolation --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self, seq: Sequence):
+        """Run one sequence's part of the step; an exception fails its request instead of the step."""
+        try:
+            yield
+        except Exception as exc:
+            self._fail(seq.request_id, exc)
+
+    def _fail(self, request_id: str, error: Exception) -> None:
+        logger.error("request %s failed in the engine, the rest of the batch goes on: %s: %s",
+                     request_id, type(error).__name__, error)
+        self.failures.append((request_id, error))
+        self._failed_this_step.add(request_id)
+        self.abort(request_id)
+
+    def _execute(self, scheduled: dict[Sequence, int]) -> RunnerOutput:
+        """The batch's forward; if it raises, each sequence again on its own, to fail only those that
+        fail alone (their KV writes are redone by the retry, since positions are rewritten)."""
+        self._failed_this_step = set()
+        computed = {seq: seq.num_computed_tokens for seq in scheduled}
+        try:
+            return self.runner.execute(scheduled)
+        except Exception as exc:
+            batch_error = exc
+        logger.warning("a forward over %d sequences failed (%s: %s); running each alone to find the cause",
+                       len(scheduled), type(batch_error).__name__, batch_error)
+        parts: list[RunnerOutput] = []
+        for seq, count in scheduled.items():
+            seq.num_computed_tokens = computed[seq]
+            if seq.is_finished:  # its request already failed through a sibling
+                continue
+            try:
+                parts.append(self.runner.execute({seq: count}))
+            except Exception as exc:
+                seq.num_computed_tokens = computed[seq]
+                self._fail(seq.request_id, exc)
+        if not parts and not self._forward_works():
+            raise EngineBroken(f"every forward fails, a probe token's too: {batch_error!r}") from batch_error
+        return RunnerOutput.merged(parts)
+
+    def _forward_works(self) -> bool:
+        """Whether a forward of one plain token still runs, in a spare slot: when every sequence of a step
+        failed alone, this tells requests that each failed on their own from an engine that cannot run."""
+        if self.runner.num_slots_used >= self.runner.cache.num_slots:
+            return True  # no spare slot to probe with; the requests are the ones that failed
+        probe = Sequence("probe", [self.runner.pad_token_id], SamplingParams(max_tokens=1))
+        try:
+            self.runner.execute({probe: 1})
+            return True
+        except Exception:
+            logger.exception("the engine cannot run a forward")
+            return False
+        finally:
+            self.runner.release(probe)
+
+    def _sample(self, logits, seqs: list[Sequence]) -> list[tuple[Sequence, int, TokenLogprob | None]]:
+        """The batch's next tokens and logprobs; if that raises, each row on its own (failing only those
+        that fail alone)."""
+        try:
+            tokens = self.sampler(logits, seqs)
+            return list(zip(seqs, tokens, sampled_logprobs(logits, seqs, tokens, self._token_text), strict=True))
+        except Exception as exc:
+            if len(seqs) == 1:
+                self._fail(seqs[0].request_id, exc)
+                return []
+        chosen = []
+        for row, seq in enumerate(seqs):
+            if seq.is_finished:
+                continue
+            with self._guard(seq):
+                row_logits = logits[row:row + 1]
+                tokens = self.sampler(row_logits, [seq])
+                chosen.append((seq, tokens[0], sampled_logprobs(row_logits, [seq], tokens, self._token_text)[0]))
+        return chosen
 
     def _beam_step(self, group: BeamGroup) -> list[SequenceOutput]:
         """One lockstep of a beam group; when the search ends, its best beams are the request's choices."""

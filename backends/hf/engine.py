@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from backends.errors import EngineDead
+from backends.errors import EngineDead, RequestFailed, TurnoutError
 from backends.hf.core import EngineCore, SequenceOutput
 from backends.hf.sequence import Sequence
 from backends.types import BackendStats, OutputDelta
@@ -77,6 +77,13 @@ class AsyncEngine:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.error is None
 
+    @property
+    def dead(self) -> bool:
+        """Failed for good: its step loop crashed or its thread is gone without being stopped. Only a
+        restart of the process brings it back."""
+        started = self._thread is not None and self.core is not None
+        return self.error is not None or (started and not self._thread.is_alive() and not self._stopping)
+
     async def start(self) -> None:
         """Start the engine thread, which builds the core with `setup` and then runs the step loop; return
         once the core is built (raising what `setup` raised, if it failed)."""
@@ -112,7 +119,7 @@ class AsyncEngine:
             while unfinished:
                 item = await queue.get()
                 if isinstance(item, BaseException):
-                    raise EngineDead(f"engine failed: {item!r}") from item
+                    raise item
                 if item.finish_reason is not None:
                     unfinished -= 1
                 yield item
@@ -149,22 +156,37 @@ class AsyncEngine:
                     if seqs[0].request_id not in aborts:
                         self.core.add(seqs)
                 outputs = self.core.step()
-                if outputs:
-                    self._loop.call_soon_threadsafe(self._dispatch, outputs)
+                failures = self.core.take_failures()
+                if outputs or failures:
+                    self._loop.call_soon_threadsafe(self._dispatch, outputs, failures)
         except BaseException as exc:  # the engine is dead: fail every waiting request, loudly
             logger.exception("engine step loop crashed")
             self.error = exc
-            self._loop.call_soon_threadsafe(self._fail_all, exc)
+            self._loop.call_soon_threadsafe(self._fail_all, f"engine failed: {exc!r}")
 
-    def _dispatch(self, outputs: list[SequenceOutput]) -> None:
+    def _dispatch(self, outputs: list[SequenceOutput], failures: list[tuple[str, Exception]]) -> None:
         for out in outputs:
             queue = self._queues.get(out.seq.request_id)
             if queue is not None:
                 queue.put_nowait(out.delta)
+        for request_id, error in failures:
+            queue = self._queues.get(request_id)
+            if queue is not None:
+                queue.put_nowait(_request_error(error))
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _fail_all(self, message: str) -> None:
         for queue in self._queues.values():
-            queue.put_nowait(exc)
+            queue.put_nowait(EngineDead(message))
+
+
+def _request_error(error: Exception) -> TurnoutError:
+    """What the client of a request that failed alone is told: the error itself when it is one of ours
+    (a grammar the request's schema made, say), else a RequestFailed naming it."""
+    if isinstance(error, TurnoutError):
+        return error
+    failed = RequestFailed(f"the request failed in the engine: {type(error).__name__}: {error}")
+    failed.__cause__ = error
+    return failed
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:

@@ -27,6 +27,18 @@ class RunnerOutput:
     prompt_logits: dict[Sequence, torch.Tensor] = field(default_factory=dict)
     """For sequences wanting prompt logprobs: logits at each position computed this step."""
 
+    @classmethod
+    def merged(cls, parts: list[RunnerOutput]) -> RunnerOutput:
+        """Several forwards' outputs as one (their due rows in order)."""
+        out = cls()
+        for part in parts:
+            out.due += part.due
+            out.prompt_logits.update(part.prompt_logits)
+        blocks = [part.logits for part in parts if part.logits is not None]
+        if blocks:
+            out.logits = torch.cat(blocks)
+        return out
+
 
 def _wants_prompt_logprobs(seq: Sequence) -> bool:
     return seq.sampling.prompt_logprobs is not None and seq.num_computed_tokens < seq.num_prompt_tokens
