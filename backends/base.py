@@ -20,6 +20,7 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 
 
@@ -49,6 +50,12 @@ class Backend(abc.ABC):
         """The model's tokenizer when it is local; None for remote backends."""
         return None
 
+    @property
+    def tokenizing(self) -> Tokenizing | None:
+        """The local tokenizer's size-bounded calls that run off the event loop (encoding prompts, rendering
+        chat templates); None for remote backends. Front ends use it for anything that may be big."""
+        return None
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Load the model and begin accepting requests."""
@@ -60,6 +67,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def health(self) -> bool:
         """True while the backend can accept requests."""
+
+    @property
+    def dead(self) -> bool:
+        """True once the backend can never serve again without restarting this process (an in-process
+        engine whose step loop crashed). `health()` may go false and come back (a remote server that
+        restarts); `dead` does not, so the server's liveness check (GET /health) fails on it and an
+        orchestrator restarts the process."""
+        return False
 
     def stats(self) -> BackendStats | None:
         """Engine numbers for metrics (running, waiting, KV usage, queue times); None when unknown.

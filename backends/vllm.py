@@ -25,6 +25,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.errors import EngineDead, InvalidRequest, ModelNotFound
+from backends.tokenizing import Tokenizing
 from backends.types import (
     FinishReason,
     GenerateRequest,
@@ -35,7 +36,7 @@ from backends.types import (
     TopLogprob,
     Usage,
 )
-from backends.validation import check_sampling, check_token_ids, fit_context
+from backends.validation import check_request_token_ids, check_sampling, check_token_ids, fit_context
 
 logger = logging.getLogger(__name__)
 
@@ -109,17 +110,23 @@ class VLLMBackend(Backend):
         self._name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
         self._engine = None
         self._tokenizer = None
+        self._tokenizing: Tokenizing | None = None
         self._max_model_len = config.max_model_len or 0
         self._ids = itertools.count()
         self._loras: dict[str, Any] = {}
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="vllm")
+        vocab_size = self._engine.model_config.get_vocab_size() if self._engine is not None else None
+        return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="vllm", vocab_size=vocab_size)
 
     @property
     def tokenizer(self):
         return self._tokenizer
+
+    @property
+    def tokenizing(self) -> Tokenizing | None:
+        return self._tokenizing
 
     @property
     def engine(self):
@@ -158,6 +165,7 @@ class VLLMBackend(Backend):
         self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**args))
         self._max_model_len = self._engine.model_config.max_model_len
+        self._tokenizing = Tokenizing(self._tokenizer, self._max_model_len)
         self._loras = {
             name: LoRARequest(name, i + 1, path) for i, (name, path) in enumerate(self.config.adapters.items())
         }
@@ -165,6 +173,10 @@ class VLLMBackend(Backend):
     @property
     def adapters(self) -> list[ModelInfo]:
         return [ModelInfo(name, self._max_model_len, "vllm", parent=self._name) for name in self.config.adapters]
+
+    @property
+    def dead(self) -> bool:
+        return self._engine is not None and self._engine.errored
 
     async def health(self) -> bool:
         if self._engine is None or self._engine.errored:
@@ -179,6 +191,8 @@ class VLLMBackend(Backend):
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await asyncio.to_thread(engine.shutdown)
+        if self._tokenizing is not None:
+            self._tokenizing.close()
 
     def _sampling(self, params: SamplingParams):
         from vllm import SamplingParams as VSamplingParams
@@ -190,19 +204,20 @@ class VLLMBackend(Backend):
             kwargs["structured_outputs"] = StructuredOutputsParams(json=schema or {"type": "object"})
         return VSamplingParams(output_kind=RequestOutputKind.DELTA, **kwargs)
 
-    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+    async def _prompt_ids(self, request: GenerateRequest) -> list[int]:
         if request.messages is not None:
             raise InvalidRequest("the vllm backend takes chat requests rendered to token ids", param="messages")
-        if request.prompt_token_ids is not None:
+        check_request_token_ids(request, self.info.vocab_size)
+        if request.prompt_token_ids is not None:  # vLLM refuses prompt ids its tokenizer does not know
             return check_token_ids(request.prompt_token_ids, len(self._tokenizer))
-        return self._tokenizer.encode(request.prompt or "")
+        return await self._tokenizing.encode(request.prompt or "")
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         if self._engine is None or self._engine.errored:
             raise EngineDead("the vllm engine is not running")
         from vllm.inputs import TokensPrompt
 
-        prompt_ids = self._prompt_ids(request)
+        prompt_ids = await self._prompt_ids(request)
         check_sampling(request.sampling, UNSUPPORTED, "vllm")
         params = fit_context(replace(request.sampling, best_of=None), len(prompt_ids), self._max_model_len)
         lora = None
@@ -242,6 +257,10 @@ class VLLMBackend(Backend):
         except (ValueError, TypeError) as exc:  # vLLM's request validation (VLLMValidationError is one)
             if completion_tokens == 0:
                 raise InvalidRequest(str(exc)) from None
+            raise
+        except Exception as exc:
+            if self.dead:  # vLLM's EngineDeadError: its engine core process is gone
+                raise EngineDead(f"the vllm engine died: {exc}") from exc
             raise
         finally:
             await stream.aclose()

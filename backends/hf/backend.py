@@ -19,8 +19,9 @@ from backends.hf.grammar import GrammarCompiler
 from backends.hf.loader import load_model
 from backends.hf.scheduler import SchedulerConfig
 from backends.hf.sequence import Sequence
+from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
-from backends.validation import check_sampling, check_token_ids, fit_context
+from backends.validation import check_request_token_ids, check_sampling, fit_context
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
@@ -34,12 +35,15 @@ class HFBackend(Backend):
         self.config = config
         self._name = config.served_model_name or os.path.basename(os.path.normpath(config.model))
         self._loaded = None
+        self._tokenizing: Tokenizing | None = None
         self.engine: AsyncEngine | None = None
 
     @property
     def info(self) -> ModelInfo:
-        max_len = self._loaded.max_model_len if self._loaded else (self.config.max_model_len or 0)
-        return ModelInfo(name=self._name, max_model_len=max_len)
+        if self._loaded is None:
+            return ModelInfo(name=self._name, max_model_len=self.config.max_model_len or 0)
+        return ModelInfo(name=self._name, max_model_len=self._loaded.max_model_len,
+                         vocab_size=self._loaded.model.config.vocab_size)
 
     @property
     def adapters(self) -> list[ModelInfo]:
@@ -49,6 +53,10 @@ class HFBackend(Backend):
     @property
     def tokenizer(self):
         return self._loaded.tokenizer if self._loaded else None
+
+    @property
+    def tokenizing(self) -> Tokenizing | None:
+        return self._tokenizing
 
     async def start(self) -> None:
         def setup() -> EngineCore:  # runs on the engine's own thread: see backends/hf/engine.py
@@ -65,10 +73,15 @@ class HFBackend(Backend):
         self.engine = AsyncEngine(setup)
         await self.engine.start()
         loaded = self._loaded
+        self._tokenizing = Tokenizing(loaded.tokenizer, loaded.max_model_len)
         self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_ids)
 
     async def health(self) -> bool:
         return self.engine is not None and self.engine.alive
+
+    @property
+    def dead(self) -> bool:
+        return self.engine is not None and self.engine.dead
 
     def stats(self) -> BackendStats | None:
         return self.engine.stats() if self.engine is not None else None
@@ -76,13 +89,16 @@ class HFBackend(Backend):
     async def close(self) -> None:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.stop)
+        if self._tokenizing is not None:
+            self._tokenizing.close()
 
-    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+    async def _prompt_ids(self, request: GenerateRequest) -> list[int]:
         if request.messages is not None:
             raise InvalidRequest("the hf backend takes chat requests rendered to token ids", param="messages")
+        check_request_token_ids(request, self._loaded.model.config.vocab_size)
         if request.prompt_token_ids is not None:
-            return check_token_ids(request.prompt_token_ids, self._loaded.model.config.vocab_size)
-        return self._loaded.tokenizer.encode(request.prompt or "")
+            return list(request.prompt_token_ids)
+        return await self._tokenizing.encode(request.prompt or "")
 
     def _checked_params(self, request: GenerateRequest, prompt_ids: list[int]) -> SamplingParams:
         """The request's sampling params with max_tokens resolved, or InvalidRequest."""
@@ -94,7 +110,7 @@ class HFBackend(Backend):
             raise ModelNotFound(f"The model `{request.adapter}` does not exist: no such adapter on "
                                 f"{self._name!r} (adapters: {', '.join(self._loaded.adapters) or 'none'})",
                                 param="model")
-        prompt_ids = self._prompt_ids(request)
+        prompt_ids = await self._prompt_ids(request)
         params = self._checked_params(request, prompt_ids)
         num_seqs = params.beam_width if params.use_beam_search else max(params.n, params.best_of or 0)
         seqs = [
