@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from jinja2 import TemplateError
+
 from backends.errors import InvalidRequest
+from backends.tokenizing import Tokenizing
 from backends.types import SamplingParams
 from server.schemas.generate import GenerateFields
 from server.schemas.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
@@ -19,10 +22,12 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
         return {}
     out = {}
     for key, value in bias.items():
-        try:
-            out[int(key)] = value
-        except ValueError:
-            raise InvalidRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+        # Plain ASCII digits only: int() would also take "-1" (the vocabulary's last token, counted from
+        # the end), " 5", "1_0" and other scripts' digits.
+        if not (key.isascii() and key.isdigit()):
+            raise InvalidRequest(f"logit_bias keys must be token ids (non-negative integers), got {key!r}",
+                                 param="logit_bias")
+        out[int(key)] = value
     return out
 
 
@@ -42,6 +47,7 @@ def _common(req: SamplingFields, max_tokens: int | None) -> dict:
         seed=req.seed,
         stop=_stop_list(req.stop),
         stop_token_ids=list(req.stop_token_ids or []),
+        json_schema=_json_schema(req),
         ignore_eos=req.ignore_eos,
         n=req.n,
         use_beam_search=req.use_beam_search,
@@ -50,6 +56,14 @@ def _common(req: SamplingFields, max_tokens: int | None) -> dict:
         early_stopping=req.early_stopping,
         skip_special_tokens=req.skip_special_tokens,
     )
+
+
+def _json_schema(req: SamplingFields) -> dict | None:
+    """The schema output must follow ({} for any JSON object), or None."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    return fmt.json_schema.schema_ if fmt.json_schema else {}
 
 
 def completion_sampling_params(req: CompletionRequest) -> SamplingParams:
@@ -68,31 +82,37 @@ def completion_sampling_params(req: CompletionRequest) -> SamplingParams:
 
 def chat_sampling_params(req: ChatCompletionRequest) -> SamplingParams:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    json_schema = None
-    if req.response_format is not None and req.response_format.type != "text":
-        json_schema = req.response_format.json_schema.schema_ if req.response_format.json_schema else {}
     return SamplingParams(
         **_common(req, max_tokens),
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-        json_schema=json_schema,
     )
 
 
-def render_chat(tokenizer, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
-    """Apply the model's chat template; the template adds any special tokens it wants."""
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+async def render_chat(tokenizing: Tokenizing, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+    """Apply the model's chat template (off the event loop when the conversation is big); the template adds
+    any special tokens it wants. A conversation whose text alone cannot fit the context is refused first."""
+    tokenizer = tokenizing.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
         raise InvalidRequest(
             "this model has no chat template; use /v1/completions with a plain prompt instead",
             param="messages",
         )
     conversation = [{"role": m.role, "content": m.text()} for m in messages]
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
-    return tokenizer.encode(text, add_special_tokens=False)
+    chars = sum(len(m["content"]) for m in conversation)
+    tokenizing.check_size(chars, param="messages")
+    return await tokenizing.run(chars, _render, tokenizer, conversation, add_generation_prompt)
+
+
+def _render(tokenizer, conversation: list[dict], add_generation_prompt: bool) -> list[int]:
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+        return tokenizer.encode(text, add_special_tokens=False)
+    except (TemplateError, TypeError, ValueError) as exc:  # the template's own checks (raise_exception), or
+        # text the tokenizer cannot take
+        raise InvalidRequest(f"messages: the chat template refused them: {exc}", param="messages") from None
 
 
 def generate_sampling_params(req: GenerateFields) -> SamplingParams:
-    """gRPC Generate/Complete: a completion's parameters plus response_format, as in chat."""
-    params = completion_sampling_params(req)
-    if req.response_format is not None and req.response_format.type != "text":
-        params.json_schema = req.response_format.json_schema.schema_ if req.response_format.json_schema else {}
-    return params
+    """gRPC Generate/Complete: a completion's parameters."""
+    return completion_sampling_params(req)

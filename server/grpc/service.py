@@ -71,7 +71,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         async with self._call(context, "Tokenize") as record:
             backend = self._local_tokenizer(request.model or None, record)
             add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
-            ids = backend.tokenizer.encode(request.text, add_special_tokens=add_special)
+            ids = await backend.tokenizing.encode(request.text, add_special_tokens=add_special, param="text")
             return pb.TokenizeResponse(token_ids=ids, max_model_len=backend.info.max_model_len)
 
     async def Detokenize(self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext):
@@ -103,13 +103,14 @@ class GenerationService(pb_grpc.GenerationServicer):
     def _generate(self, request: pb.GenerateRequest, record: RequestRecord):
         # Validate first, then resolve the model: the order (and so the error) the HTTP API has.
         generate_request = to_generate_request(request, record.request_id)
+        self.router.check_fan_out(1, generate_request.sampling)
         backend = self.router.resolve(generate_request.model)
         return self.telemetry.observed(record, backend, generate_request)
 
     def _local_tokenizer(self, model: str | None, record: RequestRecord):
         backend = self.router.resolve(model)
         record.model = backend.info.name if model is None else model
-        if backend.tokenizer is None:
+        if backend.tokenizing is None:
             raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
         return backend
 

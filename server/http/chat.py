@@ -21,12 +21,13 @@ async def create_chat_completion(request: Request):
     body = await parse_body(request, ChatCompletionRequest)
     backend = request.app.state.router.resolve(body.model)
     params = chat_sampling_params(body)
+    request.app.state.router.check_fan_out(1, params)
     rid = request_id(request, "chatcmpl")
-    if backend.tokenizer is None:  # a remote backend: its server applies the chat template
+    if backend.tokenizing is None:  # a remote backend: its server applies the chat template
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         generate_request = GenerateRequest(rid, body.model, params, messages=messages, buffered=not body.stream)
     else:
-        prompt_ids = render_chat(backend.tokenizer, body.messages, body.add_generation_prompt)
+        prompt_ids = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
         generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
                                            buffered=not body.stream)
     merged = merge([observe.generate(request, backend, generate_request)])

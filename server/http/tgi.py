@@ -51,7 +51,7 @@ async def _parse(request: Request, model: type[BaseModel]):
         raise from_validation_error(exc) from None
 
 
-def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
+async def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
     """The backend, the core request, and the prompt text TGI prepends under return_full_text."""
     backend = request.app.state.router.resolve(body.model)
     p = body.parameters
@@ -62,7 +62,8 @@ def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
         raise InvalidRequest("`decoder_input_details` == true is not supported when streaming tokens",
                              param="decoder_input_details")
     params = sampling_params(p, n=best_of, stream=stream)
-    prompt_ids = _truncated(backend, body.inputs, p.truncate)
+    request.app.state.router.check_fan_out(1, params)
+    prompt_ids = await _truncated(backend, body.inputs, p.truncate)
     core = CoreRequest(
         request_id=request_id(request, "tgi"),
         model=body.model or backend.info.name,
@@ -75,24 +76,29 @@ def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
     return backend, core, body.inputs if p.return_full_text else ""
 
 
-def _truncated(backend, inputs: str, truncate: int | None) -> list[int] | None:
-    """TGI's `truncate`: keep the last `truncate` prompt tokens. None: the prompt goes as text."""
+async def _truncated(backend, inputs: str, truncate: int | None) -> list[int] | None:
+    """TGI's `truncate`: keep the last `truncate` prompt tokens. None: the prompt goes as text.
+
+    Only the text's tail is tokenized: no token spans more than `longest` characters, so the last
+    `(truncate + 1) * longest` characters hold more than `truncate` tokens, the one the cut goes through
+    among the dropped ones, however long the text is."""
     if truncate is None:
         return None
-    if backend.tokenizer is None:
+    tokenizing = backend.tokenizing
+    if tokenizing is None:
         raise InvalidRequest(f"`truncate` needs a local tokenizer, which model {backend.info.name!r} has not",
                              param="truncate")
     max_input = backend.info.max_model_len - 1
     if truncate > max_input:
         raise InvalidRequest(f"`truncate` must be strictly positive and less than {max_input}. Given: {truncate}",
                              param="truncate")
-    ids = backend.tokenizer.encode(inputs)
+    ids = await tokenizing.encode(inputs[-(truncate + 1) * tokenizing.longest_token_chars:], param="inputs")
     return ids[-truncate:] if len(ids) > truncate else None
 
 
 async def _answer(request: Request, body: schema.GenerateRequest) -> tuple[dict, dict]:
     """One finished generation as TGI's `GenerateResponse` (best of `best_of` candidates), and its headers."""
-    backend, core, full_text = _core_request(request, body, stream=False)
+    backend, core, full_text = await _core_request(request, body, stream=False)
     p, params = body.parameters, core.sampling
     encoder = TokenEncoder(backend.tokenizer)
     seqs: dict[int, Sequence] = {}
@@ -145,7 +151,7 @@ async def compat_generate(request: Request):
 
 
 async def _stream(request: Request, body: schema.GenerateRequest):
-    backend, core, full_text = _core_request(request, body, stream=True)
+    backend, core, full_text = await _core_request(request, body, stream=True)
     deltas = observe.generate(request, backend, core)
     encoder = TokenEncoder(backend.tokenizer)
     response = sse.response(_events(deltas, body.parameters, core.sampling.seed, full_text, encoder),
@@ -216,10 +222,12 @@ async def tokenize(request: Request):
     """TGI's POST /tokenize: a list of {id, text, start, stop} (character offsets into `inputs`)."""
     body = await _parse(request, schema.TokenizeRequest)
     backend = request.app.state.router.resolve(body.model)
-    tokenizer = backend.tokenizer
-    if tokenizer is None:
+    tokenizing = backend.tokenizing
+    if tokenizing is None:
         raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
-    encoding = tokenizer(body.inputs, return_offsets_mapping=True)
+    tokenizing.check_size(len(body.inputs), param="inputs")
+    encoding = await tokenizing.run(len(body.inputs), functools.partial(tokenizing.tokenizer,
+                                                                        return_offsets_mapping=True), body.inputs)
     return JSONResponse([
         {"id": token_id, "text": body.inputs[start:stop], "start": start, "stop": stop}
         for token_id, (start, stop) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)

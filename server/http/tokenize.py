@@ -16,7 +16,7 @@ from server.schemas.openai import DetokenizeRequest, TokenizeRequest
 
 def _local_tokenizer(request: Request, model: str | None):
     backend = request.app.state.router.resolve(model)
-    if backend.tokenizer is None:
+    if backend.tokenizing is None:
         raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
     return backend
 
@@ -26,11 +26,10 @@ async def tokenize(request: Request):
         return await tgi_tokenize(request)
     body = await parse_body(request, TokenizeRequest)
     backend = _local_tokenizer(request, body.model)
-    tokenizer = backend.tokenizer
     if body.messages is not None:
-        tokens = render_chat(tokenizer, body.messages, body.add_generation_prompt)
+        tokens = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
     else:
-        tokens = tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+        tokens = await backend.tokenizing.encode(body.prompt, add_special_tokens=body.add_special_tokens)
     return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": backend.info.max_model_len})
 
 

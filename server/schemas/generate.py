@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from server.schemas.openai import CompletionRequest, ResponseFormat
+from server.schemas.openai import CompletionRequest
 
 
 class GenerateFields(CompletionRequest):
-    """A completion request (one prompt: text or token ids) plus chat's response_format."""
-
-    response_format: ResponseFormat | None = None
+    """A completion request with one prompt: text or token ids."""
 
     @model_validator(mode="after")
     def _one_prompt(self):
