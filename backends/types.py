@@ -175,6 +175,9 @@ class ModelInfo:
     max_model_len: int
     owned_by: str = "turnout"
     parent: str | None = None
+    vocab_size: int | None = None
+    """Rows of the model's output logits: every token id a request names must be below it. None when the
+    backend cannot tell (a remote server); then only the server behind it can check."""
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from backends.errors import ContextLengthExceeded, InvalidRequest
-from backends.types import SamplingParams
+from backends.types import GenerateRequest, SamplingParams
 
 Unsupported = Iterable[tuple[str, Callable[[SamplingParams], bool]]]
 
@@ -46,8 +46,22 @@ def fit_context(params: SamplingParams, prompt_len: int, max_len: int) -> Sampli
     return params
 
 
-def check_token_ids(ids: list[int], vocab_size: int) -> list[int]:
+def check_token_ids(ids: Iterable[int], vocab_size: int, param: str = "prompt") -> list[int]:
+    ids = list(ids)
     bad = [t for t in ids if not 0 <= t < vocab_size]
     if bad:
-        raise InvalidRequest(f"token id {bad[0]} is outside the vocabulary [0, {vocab_size})", param="prompt")
-    return list(ids)
+        raise InvalidRequest(f"{param}: token id {bad[0]} is outside the vocabulary [0, {vocab_size})", param=param)
+    return ids
+
+
+def check_request_token_ids(request: GenerateRequest, vocab_size: int | None) -> None:
+    """Every token id the request names (prompt ids, logit_bias keys, stop_token_ids) is one of the model's:
+    an id past the logits' last row would fail inside the engine's batched step, not at the door. Negative
+    ids are refused whatever the vocabulary (a negative index silently means a token from the end)."""
+    fields = (("prompt", request.prompt_token_ids or ()), ("logit_bias", request.sampling.logit_bias),
+              ("stop_token_ids", request.sampling.stop_token_ids))
+    for param, ids in fields:
+        if vocab_size is not None:
+            check_token_ids(ids, vocab_size, param)
+        elif bad := [t for t in ids if t < 0]:
+            raise InvalidRequest(f"{param}: token ids must be >= 0, got {bad[0]}", param=param)

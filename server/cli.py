@@ -65,6 +65,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--grpc-port", type=_port_or_off, default=0,
                    help="also serve the gRPC API (turnout.v1.Generation, health, reflection) on this port, "
                         "in the same process; 0: no gRPC")
+    p.add_argument("--max-sequences-per-request", type=int, default=None, metavar="N",
+                   help="most sequences one request may start (prompts x max(n, best_of, beam_width)); more is "
+                        "a 400; default: the config file's router setting, else 64")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one JSON object per log line, with one access line per request")
     p.add_argument("--no-access-log", action="store_true",
@@ -138,6 +141,9 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config) if args.config else single_model_config(args)
+        if args.max_sequences_per_request is not None:
+            config.router.max_sequences_per_request = args.max_sequences_per_request
+            config.router.validate()
         router = Router.from_config(config)
         tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
     except (ValueError, ConfigError, TracingUnavailable) as exc:

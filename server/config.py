@@ -7,6 +7,7 @@ Example (YAML)::
       health_check_interval: 5       # seconds between active health checks of every replica
       max_consecutive_failures: 3    # passive ejection after this many failed requests in a row
       ejection_seconds: 30           # how long an ejected replica sits out
+      max_sequences_per_request: 64  # prompts x max(n, best_of, beam_width) one request may start
     models:
       - name: turnout-tiny
         backend: hf
@@ -51,6 +52,10 @@ class RouterSettings:
     ejection_seconds: float = 30.0
     """How long an ejected replica gets no traffic before it is tried again (unless nothing else can serve
     the model: then it is tried anyway, and a success ends its ejection)."""
+    max_sequences_per_request: int = 64
+    """Most sequences one request may start: prompts x max(n, best_of) (or beam_width); more is a 400. The
+    default fills the HF engine's running batch (max_num_seqs) once, so one request cannot queue a backlog
+    that everyone after it waits for."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -58,6 +63,10 @@ class RouterSettings:
         for name in ("health_check_interval", "health_check_timeout", "ejection_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"router.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_sequences_per_request < 1:
+            raise ConfigError(
+                f"router.max_sequences_per_request must be >= 1, got {self.max_sequences_per_request!r}"
+            )
         if self.max_consecutive_failures < 1:
             raise ConfigError(
                 f"router.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures!r}"

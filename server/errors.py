@@ -16,7 +16,15 @@ logger = logging.getLogger(__name__)
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return {"error": {"message": writable(message), "type": error_type, "param": writable(param), "code": code}}
+
+
+def writable(text: str | None) -> str | None:
+    """`text` with any lone surrogate escaped, so that a message quoting a client's bad input can be sent
+    (UTF-8 has no encoding for one; writing it would fail the error response itself)."""
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(exc: TurnoutError) -> JSONResponse:
@@ -65,7 +73,7 @@ _TGI_ERRORS = {  # turnout status -> (TGI status, error_type, message prefix)
 def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
     failed = (424, "generation", "Request failed during generation: ")
     status, error_type, prefix = _TGI_ERRORS.get(exc.status_code, failed)
-    return status, {"error": prefix + exc.message, "error_type": error_type}
+    return status, {"error": writable(prefix + exc.message), "error_type": error_type}
 
 
 def tgi_error_response(exc: Exception) -> JSONResponse:

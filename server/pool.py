@@ -5,10 +5,15 @@ A `ModelPool` is itself a `Backend`, so the front ends stay unaware of replicas:
 to something with `info`, `tokenizer` and `generate`, and the pool does the rest.
 
 Failure rules (the same for every backend kind):
-- an error the *request* caused (`InvalidRequest`, `ModelNotFound`) is raised at once: another replica
-  would refuse it too;
-- any other error before the first delta counts against the replica and the request moves on to the next
-  replica, then to the fallback models, so a client sees a failure only when nothing could serve it;
+- a request's token ids are checked against the model's vocabulary before any replica sees it;
+- an error the *request* caused (`InvalidRequest`, `ModelNotFound`, `RequestFailed`: a fault it triggered
+  inside the engine while its batch went on) is raised at once and never counts against the replica:
+  another replica would fail it too, and a poison request must not move traffic or eject anything;
+- an unexpected exception from a backend (not one of our error classes, nor an OS or timeout error) is
+  a fault this request triggered too: it is raised as `RequestFailed`, and counts against nothing;
+- any other error before the first delta (the replica's: `EngineDead`, `UpstreamError`, a connection
+  or timeout error, ...) counts against the replica and the request moves on to the next replica, then
+  to the fallback models, so a client sees a failure only when nothing could serve it;
 - an error after the first delta of a streamed request cannot be retried (tokens were already sent): it
   counts against the replica and reaches the front end as `StreamInterrupted`, which streams turn into an
   error event. A buffered request (`GenerateRequest.buffered`: a non-streaming response) is collected
@@ -34,17 +39,34 @@ from backends.errors import (
     InvalidRequest,
     ModelNotFound,
     Overloaded,
+    RequestFailed,
     StreamInterrupted,
     TurnoutError,
     Unavailable,
 )
+from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
+from backends.validation import check_request_token_ids
 from server.config import RouterSettings
 
 logger = logging.getLogger(__name__)
 
 # Errors that would recur on any replica: not the replica's fault, never retried.
-_REQUEST_ERRORS = (InvalidRequest, ModelNotFound)
+_REQUEST_ERRORS = (InvalidRequest, ModelNotFound, RequestFailed)
+# Errors that say the replica (or the way to it) is in trouble.
+_REPLICA_ERRORS = (TurnoutError, OSError, TimeoutError)
+
+
+def _as_request_error(exc: Exception, replica: Replica) -> Exception:
+    """An exception from a backend as the pool raises it: a stray one (a bug this request hit) becomes the
+    request's RequestFailed; our own errors and the replica's are kept."""
+    if isinstance(exc, _REQUEST_ERRORS + _REPLICA_ERRORS):
+        return exc
+    logger.error("replica %s raised %s for one request (counted as the request's failure): %s",
+                 replica.name, type(exc).__name__, exc)
+    failed = RequestFailed(f"the request failed: {type(exc).__name__}: {exc}")
+    failed.__cause__ = exc
+    return failed
 
 
 @dataclass(eq=False)
@@ -75,12 +97,15 @@ class ModelPool(Backend):
     # -- the backend contract -------------------------------------------------------------------------
     @property
     def info(self) -> ModelInfo:
-        info = self.replicas[0].backend.info
-        return ModelInfo(self.name, info.max_model_len, info.owned_by, info.parent)
+        return replace(self.replicas[0].backend.info, name=self.name)
 
     @property
     def tokenizer(self) -> Tokenizer | None:
         return self.replicas[0].backend.tokenizer
+
+    @property
+    def tokenizing(self) -> Tokenizing | None:
+        return self.replicas[0].backend.tokenizing
 
     @property
     def adapters(self) -> list[ModelInfo]:
@@ -113,7 +138,15 @@ class ModelPool(Backend):
         await self.check_health()
         return any(r.healthy for r in self.replicas)
 
+    @property
+    def dead(self) -> bool:
+        """Some replica can never serve again: the process must be restarted (see Backend.dead)."""
+        return any(r.backend.dead for r in self.replicas)
+
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        check_request_token_ids(request, self.info.vocab_size)
+        if request.prompt is not None and self.tokenizing is not None:
+            self.tokenizing.check_size(len(request.prompt))  # before any replica spends time on it
         tried: set[Replica] = set()
         last_error: BaseException | None = None
         for pool, replica in self._candidates(tried):
@@ -128,12 +161,14 @@ class ModelPool(Backend):
                 except Overloaded as exc:  # busy, not broken: try another, count nothing against it
                     last_error = exc
                     continue
-                except Exception as exc:
+                except _REPLICA_ERRORS as exc:
                     logger.warning("replica %s failed before anything was sent (%s); trying another",
                                    replica.name, exc)
                     pool._record(replica, exc)
                     last_error = exc
                     continue
+                except Exception as exc:
+                    raise _as_request_error(exc, replica) from exc
                 for delta in opening:
                     yield delta
                 if opening and not request.buffered:
@@ -142,11 +177,13 @@ class ModelPool(Backend):
                             yield delta
                     except _REQUEST_ERRORS:
                         raise
-                    except Exception as exc:
+                    except _REPLICA_ERRORS as exc:
                         pool._record(replica, exc)
                         raise StreamInterrupted(
                             f"model {self.name!r}: replica {replica.name} failed after the stream started: {exc}"
                         ) from exc
+                    except Exception as exc:
+                        raise _as_request_error(exc, replica) from exc
                 pool._record(replica, None)
                 return
             finally:
@@ -241,6 +278,10 @@ class AdapterView(Backend):
     def tokenizer(self) -> Tokenizer | None:
         return self.pool.tokenizer
 
+    @property
+    def tokenizing(self) -> Tokenizing | None:
+        return self.pool.tokenizing
+
     async def start(self) -> None:  # the pool's lifecycle is the router's business
         pass
 
@@ -249,6 +290,10 @@ class AdapterView(Backend):
 
     async def health(self) -> bool:
         return await self.pool.health()
+
+    @property
+    def dead(self) -> bool:
+        return self.pool.dead
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         return self.pool.generate(replace(request, adapter=self._info.name))

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from backends.base import Backend
 from backends.errors import ModelNotFound
-from backends.types import ModelInfo
+from backends.types import ModelInfo, SamplingParams
+from server.admission import check_fan_out
 from server.config import RouterSettings, ServeConfig
 from server.pool import AdapterView, ModelPool
 
@@ -74,13 +76,16 @@ class Router:
             param="model",
         )
 
+    def check_fan_out(self, num_prompts: int, params: SamplingParams) -> None:
+        """InvalidRequest when the request would start more sequences than one request may (admission.py)."""
+        check_fan_out(num_prompts, params, self.settings.max_sequences_per_request)
+
     def models(self) -> list[ModelInfo]:
         """Every routed model for /v1/models: models, aliases (as models of their own name), and LoRA
         adapters with their base model as `parent`."""
         infos = [pool.info for pool in self.pools.values()]
         for alias, target in self.aliases.items():
-            info = self.pools[target].info
-            infos.append(ModelInfo(alias, info.max_model_len, info.owned_by, info.parent))
+            infos.append(replace(self.pools[target].info, name=alias))
         infos += [adapter for pool in self.pools.values() for adapter in pool.adapters]
         return infos
 
@@ -101,6 +106,10 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+    def dead_models(self) -> list[str]:
+        """Models with a replica that can never serve again until the process restarts (Backend.dead)."""
+        return [name for name, pool in self.pools.items() if pool.dead]
 
     async def ready(self) -> bool:
         """Every model has at least one replica that can take requests."""

@@ -65,7 +65,7 @@ class TRTLLMBackend(Backend):
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(name=self.config.name, max_model_len=self._max_model_len)
+        return ModelInfo(name=self.config.name, max_model_len=self._max_model_len, vocab_size=self._vocab_size)
 
     @property
     def tokenizer(self):

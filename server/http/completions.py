@@ -23,6 +23,7 @@ async def create_completion(request: Request):
     params = completion_sampling_params(body)
     rid = request_id(request, "cmpl")
     prompts = body.prompts()
+    request.app.state.router.check_fan_out(len(prompts), params)
     generate_requests = [
         GenerateRequest(
             request_id=rid if len(prompts) == 1 else f"{rid}-{i}",

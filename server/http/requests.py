@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from backends.errors import InvalidRequest
 from server.errors import from_validation_error
+from server.http.json_limits import MAX_DEPTH, check_body
 from server.http.observe import record_of
 from server.observe import mint_request_id
 
@@ -17,13 +18,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def json_object(request: Request) -> dict:
-    """The request body as a JSON object, or InvalidRequest saying what it is instead."""
+    """The request body as a JSON object, or InvalidRequest saying what it is instead (json_limits.py: how
+    deep it may nest, and no lone surrogates)."""
+    raw = await request.body()
     try:
-        data = json.loads(await request.body())
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"request body: JSON nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    check_body(data, raw)
     return data
 
 
