@@ -21,6 +21,13 @@ async def json_object(request: Request) -> dict:
     """The request body as a JSON object, or InvalidRequest saying what it is instead (json_limits.py: how
     deep it may nest, and no lone surrogates)."""
     raw = await request.body()
+    data = loads_object(raw)
+    check_body(data, raw)
+    return data
+
+
+def loads_object(raw: bytes) -> dict:
+    """The body parsed as a JSON object, before json_limits' checks of what it holds."""
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -29,12 +36,14 @@ async def json_object(request: Request) -> dict:
         raise InvalidRequest(f"request body: JSON nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
-    check_body(data, raw)
     return data
 
 
 async def parse_body(request: Request, schema: type[M]) -> M:
-    data = await json_object(request)
+    return validated(await json_object(request), schema)
+
+
+def validated(data: dict, schema: type[M]) -> M:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

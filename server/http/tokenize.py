@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backends.errors import InvalidRequest
 from server.convert import render_chat
-from server.http.requests import parse_body
+from server.http.json_limits import check_body
+from server.http.requests import loads_object, parse_body, validated
 from server.http.tgi import tokenize as tgi_tokenize
 from server.schemas.openai import DetokenizeRequest, TokenizeRequest
 
@@ -22,24 +21,18 @@ def _local_tokenizer(request: Request, model: str | None):
 
 
 async def tokenize(request: Request):
-    if _is_tgi_shape(await request.body()):
-        return await tgi_tokenize(request)
-    body = await parse_body(request, TokenizeRequest)
+    raw = await request.body()
+    data = loads_object(raw)
+    if "inputs" in data:  # TGI's body has `inputs`; vLLM's has `prompt` or `messages`
+        return await tgi_tokenize(request)  # which answers in TGI's shape, its checks of the body included
+    check_body(data, raw)
+    body = validated(data, TokenizeRequest)
     backend = _local_tokenizer(request, body.model)
     if body.messages is not None:
         tokens = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
     else:
         tokens = await backend.tokenizing.encode(body.prompt, add_special_tokens=body.add_special_tokens)
     return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": backend.info.max_model_len})
-
-
-def _is_tgi_shape(raw: bytes) -> bool:
-    """TGI's body has `inputs`; vLLM's has `prompt` or `messages`."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "inputs" in data
 
 
 async def detokenize(request: Request):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from backends.errors import EngineDead, InvalidRequest, ModelNotFound, StreamInterrupted, Unavailable
+from backends.errors import EngineDead, InvalidRequest, ModelNotFound, RequestFailed, StreamInterrupted, Unavailable
 from backends.types import FinishReason, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
 from server.config import ConfigError, RouterSettings, parse_config
 from server.router import Router
@@ -74,6 +74,50 @@ async def test_request_errors_are_not_retried():
     with pytest.raises(InvalidRequest):
         await texts(router)
     assert first.calls + second.calls == 1
+
+
+@pytest.mark.parametrize("poison", [InvalidRequest("bad input"), RequestFailed("failed alone in the engine"),
+                                    KeyError("a bug this request hit")], ids=type)
+async def test_requests_that_fail_on_their_own_never_count_against_the_replica(poison):
+    only = Scripted("a", fail_before=poison)
+    router = Router({"m": [only]}, settings=RouterSettings(max_consecutive_failures=1, ejection_seconds=60))
+    for _ in range(3):
+        with pytest.raises((InvalidRequest, RequestFailed)):
+            await texts(router)
+    replica = router.pools["m"].replicas[0]
+    assert replica.consecutive_failures == 0 and replica.available(time.monotonic())
+    assert only.calls == 3  # never retried, never moved
+
+
+async def test_a_stray_exception_is_the_requests_failure_not_a_retry():
+    stray, other = Scripted("a", fail_before=ValueError("unexpected")), Scripted("b")
+    router = Router({"m": [stray, other]}, settings=RouterSettings(policy="round_robin"))
+    outcomes = set()
+    for _ in range(4):
+        try:
+            outcomes.add(await texts(router))
+        except RequestFailed as exc:
+            assert "ValueError: unexpected" in exc.message
+            outcomes.add("failed")
+    assert outcomes == {"failed", "b0 b1 b2 "} and other.calls == 2
+
+
+@pytest.mark.parametrize("token_ids", [{"prompt_token_ids": [1, 128]}, {"logit_bias": {128: 1.0}},
+                                       {"stop_token_ids": [-1]}], ids=str)
+async def test_token_ids_are_checked_against_the_vocabulary_before_any_replica(token_ids):
+    class WithVocab(Scripted):
+        @property
+        def info(self) -> ModelInfo:
+            return ModelInfo(self.name, 128, vocab_size=128)
+
+    backend = WithVocab("a")
+    router = Router({"m": [backend]})
+    prompt_ids = token_ids.pop("prompt_token_ids", None)
+    request = GenerateRequest("r", "m", SamplingParams(**token_ids), prompt=None if prompt_ids else "x",
+                              prompt_token_ids=prompt_ids)
+    with pytest.raises(InvalidRequest, match="outside the vocabulary"):
+        [d async for d in router.resolve("m").generate(request)]
+    assert backend.calls == 0
 
 
 async def test_a_stream_failing_midway_is_interrupted_not_truncated():
