@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from backends.errors import EngineDead, InvalidRequest, ModelNotFound, RequestFailed, StreamInterrupted, Unavailable
+from backends.errors import (
+    EngineDead,
+    InvalidRequest,
+    ModelNotFound,
+    RequestFailed,
+    StreamInterrupted,
+    Unavailable,
+)
 from backends.types import FinishReason, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
 from server.config import ConfigError, RouterSettings, parse_config
 from server.router import Router
