@@ -1,5 +1,8 @@
 import json
 import logging
+import re
+
+import pytest
 
 from server.access_log import ACCESS_LOGGER, JsonFormatter, TextFormatter
 
@@ -26,3 +29,65 @@ def test_other_records_keep_their_message_in_json():
 def test_text_access_line_is_key_value_pairs():
     line = TextFormatter().format(access_record({"request_id": "r1", "status": "200", "latency_s": 0.5}))
     assert line.endswith("turnout.access: request_id=r1 status=200 latency_s=0.5")
+
+
+# Request ids come from clients (X-Request-Id, gRPC metadata, the gRPC request_id field).
+HOSTILE_IDS = [
+    "a status=999 model=evil",
+    'quote" status="999',
+    "back\\slash\\",
+    "line\n2026-01-01 00:00:00,000 INFO turnout.access: request_id=fake status=200",
+    "cr\rlf\r\n",
+    "tab\tvt\x0bff\x0cfs\x1c",
+    "nul\x00esc\x1b[31m",
+    "unicode\u2028line\u2029separators\x85nel",
+    "non-ascii é ☃",
+    "",
+    "=",
+    "key=",
+    '"',
+]
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]*)(?: |$)')
+
+
+def parse_text_fields(message: str) -> dict:
+    """Reads a text access line's fields back; fails if any part of it is not a field."""
+    fields, pos = {}, 0
+    while pos < len(message):
+        match = FIELD.match(message, pos)
+        assert match, f"not a field at {message[pos:]!r}"
+        key, raw = match.groups()
+        assert key not in fields, f"{key} twice"
+        fields[key] = json.loads(raw) if raw.startswith('"') else raw
+        pos = match.end()
+    return fields
+
+
+def access_fields(request_id: str) -> dict:
+    return {"request_id": request_id, "protocol": "http", "endpoint": "/v1/completions", "model": "m",
+            "status": "200", "latency_s": 0.5, "ttft_s": None}
+
+
+@pytest.mark.parametrize("request_id", HOSTILE_IDS)
+def test_a_text_access_line_parses_back_to_exactly_its_fields(request_id):
+    fields = access_fields(request_id)
+    line = TextFormatter().format(access_record(fields))
+    assert len(line.splitlines()) == 1 and line.isascii() and line.isprintable()
+    _, message = line.split(" turnout.access: ", 1)
+    assert parse_text_fields(message) == {key: str(value) for key, value in fields.items()}
+
+
+@pytest.mark.parametrize("request_id", HOSTILE_IDS)
+def test_a_json_access_line_is_one_line_with_exactly_its_fields(request_id):
+    fields = access_fields(request_id)
+    line = JsonFormatter().format(access_record(fields))
+    assert len(line.splitlines()) == 1
+    parsed = json.loads(line)
+    assert {key: parsed[key] for key in fields} == fields
+
+
+def test_plain_values_stay_unquoted():
+    line = TextFormatter().format(access_record({"request_id": "cmpl-1f2e", "endpoint": "grpc:Generate",
+                                                 "model": "org/model-7b.v1@rev+2", "ttft_s": None}))
+    assert line.endswith(": request_id=cmpl-1f2e endpoint=grpc:Generate model=org/model-7b.v1@rev+2 ttft_s=None")
+
