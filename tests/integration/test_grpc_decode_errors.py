@@ -1,7 +1,7 @@
 """Requests the gRPC API cannot take as sent are INVALID_ARGUMENT with a message saying why, never UNKNOWN
 or INTERNAL: bytes that do not parse as the method's message (sent raw, past any client-side
-serializer), a request_id that cannot go back as metadata. The server serves
-the next call as usual. A gateway with a one-token backend: none of this reaches a model."""
+serializer), an unknown response_format type, a request_id that cannot go back as metadata. The server
+serves the next call as usual. A gateway with a one-token backend: none of this reaches a model."""
 
 import logging
 
@@ -10,6 +10,7 @@ import pytest
 
 from backends.types import FinishReason, ModelInfo, OutputDelta
 from server.access_log import ACCESS_LOGGER
+from server.grpc.gen import generate_pb2 as pb
 from server.grpc.handlers import SERVICE
 from tests.grpc_client import generate_request, stub
 from tests.inert_backend import InertBackend
@@ -78,6 +79,18 @@ def test_an_undecodable_call_is_logged_as_invalid_argument_and_the_next_call_is_
     statuses = [r.access["status"] for r in caplog.records
                 if r.name == ACCESS_LOGGER and r.access["endpoint"] == "grpc:Complete"]
     assert statuses[-2:] == ["INVALID_ARGUMENT", "OK"]
+
+
+@pytest.mark.parametrize(("format_type", "shown"), [(pb.ResponseFormat.TYPE_UNSPECIFIED, "TYPE_UNSPECIFIED"),
+                                                    (7, "7")])
+def test_an_unknown_response_format_type_is_invalid_argument(gateway, format_type, shown):
+    request = generate_request("one-token", "x")
+    request.sampling.response_format.type = format_type
+    with pytest.raises(grpc.RpcError) as err:
+        stub(gateway.grpc_target).Complete(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == ("response_format.type: Input should be TYPE_TEXT, TYPE_JSON_OBJECT or "
+                                   f"TYPE_JSON_SCHEMA (got {shown})")
 
 
 def test_a_request_id_that_cannot_be_metadata_is_invalid_argument(gateway):
