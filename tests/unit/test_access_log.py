@@ -2,9 +2,16 @@ import json
 import logging
 import re
 
+import grpc
+import httpx
 import pytest
 
+from backends.types import FinishReason, ModelInfo, OutputDelta
 from server.access_log import ACCESS_LOGGER, JsonFormatter, TextFormatter
+from server.grpc.gen import generate_pb2 as pb
+from tests.grpc_client import generate_request, stub
+from tests.inert_backend import InertBackend
+from tests.server_thread import ServerThread
 
 
 def access_record(fields: dict) -> logging.LogRecord:
@@ -91,3 +98,39 @@ def test_plain_values_stay_unquoted():
                                                  "model": "org/model-7b.v1@rev+2", "ttft_s": None}))
     assert line.endswith(": request_id=cmpl-1f2e endpoint=grpc:Generate model=org/model-7b.v1@rev+2 ttft_s=None")
 
+
+
+class OneToken(InertBackend):
+    info = ModelInfo(name="one-token", max_model_len=64)
+
+    async def generate(self, request):
+        yield OutputDelta(token_ids=[1], text="a", finish_reason=FinishReason.LENGTH)
+
+
+def test_ids_sent_by_clients_cannot_forge_access_fields(caplog):
+    """Over HTTP and gRPC (metadata and request field): each request's text line reads back with the
+    client's exact id and the server's own status."""
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    wanted = {"h status=999 model=evil": "200", "m status=999 model=evil": "OK",
+              'f" status=999 model=evil': "OK", "f\nstatus=999 model=evil": "INVALID_ARGUMENT"}
+    server = ServerThread({"one-token": OneToken()}, grpc=True).start()
+    try:
+        httpx.get(server.url + "/v1/models", headers={"x-request-id": "h status=999 model=evil"}, timeout=10)
+        generation = stub(server.grpc_target)
+        generation.ListModels(pb.ListModelsRequest(), metadata=(("x-request-id", "m status=999 model=evil"),),
+                              timeout=10)
+        generation.Complete(generate_request("one-token", "x", request_id='f" status=999 model=evil'), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            generation.Complete(generate_request("one-token", "x", request_id="f\nstatus=999 model=evil"),
+                                timeout=10)
+    finally:
+        server.stop()
+    logged = {r.access["request_id"]: r for r in caplog.records
+              if r.name == ACCESS_LOGGER and r.access["request_id"] in wanted}
+    assert set(logged) == set(wanted)
+    for request_id, record in logged.items():
+        line = TextFormatter().format(record)
+        assert len(line.splitlines()) == 1
+        fields = parse_text_fields(line.split(" turnout.access: ", 1)[1])
+        assert fields["request_id"] == request_id and fields["status"] == wanted[request_id]
+        assert fields["model"] in ("", "one-token")
