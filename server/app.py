@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import time
+from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backends.errors import TurnoutError
-from server.errors import error_body, error_response, handle_exception
+from server.errors import error_body, error_response, handle_exception, tgi_body
 from server.http.chat import create_chat_completion
 from server.http.completions import create_completion
 from server.http.health import health, ready
@@ -30,6 +31,12 @@ from server.router import Router
 
 logger = logging.getLogger(__name__)
 
+TGI_ROUTES = [  # TGI's native API
+    Route("/", compat_generate, methods=["POST"]),
+    Route("/generate", generate, methods=["POST"]),
+    Route("/generate_stream", generate_stream, methods=["POST"]),
+    Route("/info", info, methods=["GET"]),
+]
 ROUTES = [
     Route("/v1/completions", create_completion, methods=["POST"]),
     Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
@@ -38,17 +45,20 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
-    Route("/", compat_generate, methods=["POST"]),  # TGI's native API
-    Route("/generate", generate, methods=["POST"]),
-    Route("/generate_stream", generate_stream, methods=["POST"]),
-    Route("/info", info, methods=["GET"]),
+    *TGI_ROUTES,
     Route("/metrics", metrics, methods=["GET"]),
 ]
+_TGI_PATHS = {route.path for route in TGI_ROUTES}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Routing's errors (404 for an unknown path, 405 with its Allow header for a wrong method); on TGI's
+    paths in TGI's shape, which its clients parse."""
+    if request.scope["path"] in _TGI_PATHS:
+        error_type = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # "method_not_allowed"
+        return JSONResponse(tgi_body(str(exc.detail), error_type), status_code=exc.status_code, headers=exc.headers)
     error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code)
+    return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:

@@ -62,10 +62,14 @@ _TGI_ERRORS = {  # turnout status -> (TGI status, error_type, message prefix)
 }
 
 
+def tgi_body(message: str, error_type: str) -> dict:
+    return {"error": message, "error_type": error_type}
+
+
 def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
     failed = (424, "generation", "Request failed during generation: ")
     status, error_type, prefix = _TGI_ERRORS.get(exc.status_code, failed)
-    return status, {"error": prefix + exc.message, "error_type": error_type}
+    return status, tgi_body(prefix + exc.message, error_type)
 
 
 def tgi_error_response(exc: Exception) -> JSONResponse:
