@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backends.errors import TurnoutError
-from server.errors import error_body, error_response, handle_exception, tgi_body
+from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
 from server.http.chat import create_chat_completion
 from server.http.completions import create_completion
 from server.http.health import health, ready
@@ -69,6 +69,35 @@ async def _client_gone(request: Request, exc: ClientDisconnected) -> Response:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
+class UnhandledErrors:
+    """ASGI middleware: an error no handler caught is answered with a 500 in OpenAI's shape and logged
+    once (`to_turnout_error`), and ends here. Starlette's last-resort handler answers too, but then
+    re-raises, and uvicorn logs the whole traceback again. Inside ObservabilityMiddleware, so the 500
+    carries the request id and is counted with its status."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            response = openai_error_response(exc)
+            if not started:
+                await response(scope, receive, send)
+            # else the response cannot be finished: uvicorn closes the connection (logging one line)
+
+
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
               grpc_host: str = "127.0.0.1") -> Starlette:
     """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router."""
@@ -108,9 +137,10 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             HTTPException: _http_error,
             TurnoutError: _turnout_error,
             ClientDisconnected: _client_gone,
-            Exception: handle_exception,
+            Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
-        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES})],
+        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
+                    Middleware(UnhandledErrors)],
     )
     app.state.router = router
     app.state.telemetry = telemetry
