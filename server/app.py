@@ -11,7 +11,7 @@ from http import HTTPStatus
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -65,7 +65,7 @@ async def _turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:
     return error_response(exc)
 
 
-async def _client_gone(request: Request, exc: ClientDisconnected) -> Response:
+async def _client_gone(request: Request, exc: ClientDisconnected | ClientDisconnect) -> Response:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
@@ -137,6 +137,7 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             HTTPException: _http_error,
             TurnoutError: _turnout_error,
             ClientDisconnected: _client_gone,
+            ClientDisconnect: _client_gone,  # Starlette's: the client left while its body was being read
             Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
         middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),

@@ -5,13 +5,15 @@ real server whose every log record is collected."""
 
 import contextlib
 import logging
+import socket
+import time
 
 import grpc
 import httpx
 import pytest
 
 from backends.types import ModelInfo
-from server.access_log import text_value
+from server.access_log import ACCESS_LOGGER, text_value
 from server.grpc.gen import generate_pb2 as pb
 from tests.grpc_client import stub
 from tests.inert_backend import InertBackend
@@ -127,3 +129,18 @@ def test_grpc_internal_error_is_logged_once():
     error, errors = errors_logged_by(tokenize)
     assert error.code() == grpc.StatusCode.INTERNAL and error.details() == "internal error: RuntimeError"
     assert_logged_once(errors, "grpc-1")
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_not_an_error(caplog):
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+
+    def leave_mid_body(server):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: leaver\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\": ")
+            time.sleep(0.2)  # the handler is reading the body
+
+    _, errors = errors_logged_by(leave_mid_body)
+    assert errors == []
+    [access] = [r.access for r in caplog.records if r.name == ACCESS_LOGGER and r.access["request_id"] == "leaver"]
+    assert access["status"] == "499"
