@@ -6,16 +6,17 @@ import contextlib
 import gc
 import logging
 import time
+from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backends.errors import TurnoutError
-from server.errors import error_body, error_response, handle_exception
+from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
 from server.http.chat import create_chat_completion
 from server.http.completions import create_completion
 from server.http.health import health, ready
@@ -30,6 +31,12 @@ from server.router import Router
 
 logger = logging.getLogger(__name__)
 
+TGI_ROUTES = [  # TGI's native API
+    Route("/", compat_generate, methods=["POST"]),
+    Route("/generate", generate, methods=["POST"]),
+    Route("/generate_stream", generate_stream, methods=["POST"]),
+    Route("/info", info, methods=["GET"]),
+]
 ROUTES = [
     Route("/v1/completions", create_completion, methods=["POST"]),
     Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
@@ -38,25 +45,57 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
     Route("/detokenize", detokenize, methods=["POST"]),
-    Route("/", compat_generate, methods=["POST"]),  # TGI's native API
-    Route("/generate", generate, methods=["POST"]),
-    Route("/generate_stream", generate_stream, methods=["POST"]),
-    Route("/info", info, methods=["GET"]),
+    *TGI_ROUTES,
     Route("/metrics", metrics, methods=["GET"]),
 ]
+_TGI_PATHS = {route.path for route in TGI_ROUTES}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Routing's errors (404 for an unknown path, 405 with its Allow header for a wrong method); on TGI's
+    paths in TGI's shape, which its clients parse."""
+    if request.scope["path"] in _TGI_PATHS:
+        error_type = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # "method_not_allowed"
+        return JSONResponse(tgi_body(str(exc.detail), error_type), status_code=exc.status_code, headers=exc.headers)
     error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code)
+    return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:
     return error_response(exc)
 
 
-async def _client_gone(request: Request, exc: ClientDisconnected) -> Response:
+async def _client_gone(request: Request, exc: ClientDisconnected | ClientDisconnect) -> Response:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
+class UnhandledErrors:
+    """ASGI middleware: an error no handler caught is answered with a 500 in OpenAI's shape and logged
+    once (`to_turnout_error`), and ends here. Starlette's last-resort handler answers too, but then
+    re-raises, and uvicorn logs the whole traceback again. Inside ObservabilityMiddleware, so the 500
+    carries the request id and is counted with its status."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            response = openai_error_response(exc)
+            if not started:
+                await response(scope, receive, send)
+            # else the response cannot be finished: uvicorn closes the connection (logging one line)
 
 
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
@@ -98,9 +137,11 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             HTTPException: _http_error,
             TurnoutError: _turnout_error,
             ClientDisconnected: _client_gone,
-            Exception: handle_exception,
+            ClientDisconnect: _client_gone,  # Starlette's: the client left while its body was being read
+            Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
-        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES})],
+        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
+                    Middleware(UnhandledErrors)],
     )
     app.state.router = router
     app.state.telemetry = telemetry

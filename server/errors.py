@@ -4,6 +4,8 @@ codes (with the same messages)."""
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 
 import grpc
 from pydantic import ValidationError
@@ -11,8 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backends.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, TurnoutError
+from server.access_log import text_fields
+from server.observe import current_request_id
 
 logger = logging.getLogger(__name__)
+
+TRACEBACK_FRAMES = 5
+"""Frames of an unhandled error's traceback that are logged: the innermost, where it was raised."""
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -48,8 +55,26 @@ def to_turnout_error(exc: Exception) -> TurnoutError:
         return exc
     if isinstance(exc, ValidationError):
         return from_validation_error(exc)
-    logger.exception("unhandled error", exc_info=exc)
+    log_unhandled(exc)
     return TurnoutError(f"internal error: {type(exc).__name__}")
+
+
+def log_unhandled(exc: BaseException) -> None:
+    """One ERROR record, on one line, for an error no handler expected: the request's id, the error, and
+    where it was raised. A whole traceback ran to ~70 lines through Starlette's layers, and uvicorn wrote
+    it a second time."""
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    logger.error("unhandled error: %s", text_fields({
+        "request_id": current_request_id(),
+        "error": f"{type(exc).__name__}: {exc}",
+        "at": " > ".join(f"{_short_path(f.filename)}:{f.lineno} {f.name}" for f in frames),
+    }))
+
+
+def _short_path(filename: str) -> str:
+    """`filename` from the import path entry it is under ("starlette/routing.py", "server/app.py")."""
+    roots = [root for root in sys.path if root and filename.startswith(root.rstrip("/") + "/")]
+    return filename[len(max(roots, key=len).rstrip("/")) + 1:] if roots else filename
 
 
 def openai_error_response(exc: Exception) -> JSONResponse:
@@ -70,10 +95,14 @@ _TGI_ERRORS = {  # turnout status -> (TGI status, error_type, message prefix)
 }
 
 
+def tgi_body(message: str, error_type: str) -> dict:
+    return {"error": writable(message), "error_type": error_type}
+
+
 def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
     failed = (424, "generation", "Request failed during generation: ")
     status, error_type, prefix = _TGI_ERRORS.get(exc.status_code, failed)
-    return status, {"error": writable(prefix + exc.message), "error_type": error_type}
+    return status, tgi_body(prefix + exc.message, error_type)
 
 
 def tgi_error_response(exc: Exception) -> JSONResponse:

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from backends.base import Backend
@@ -41,6 +42,21 @@ class RequestRecord:
     """The route span, parent of the backend and stream spans."""
 
 
+# The record of the request the current task serves (each HTTP request and gRPC call runs in a task of
+# its own, which `Telemetry.begin` sets this in), for logs written far from it, such as an unhandled error's.
+_current_record: ContextVar[RequestRecord | None] = ContextVar("turnout_current_record", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, None outside one. An HTTP request without X-Request-Id gets its
+    id minted at its response's start; asked before, it is minted now, and the response carries it."""
+    record = _current_record.get()
+    if record is None:
+        return None
+    record.request_id = record.request_id or mint_request_id()
+    return record.request_id
+
+
 class Telemetry:
     """Metrics, access log and tracing of one server; shared by its HTTP app and gRPC server."""
 
@@ -52,6 +68,7 @@ class Telemetry:
     def begin(self, protocol: str, endpoint: str, request_id: str | None = None) -> RequestRecord:
         record = RequestRecord(protocol, endpoint, request_id)
         record.span = self.tracer.start(endpoint, attributes={"turnout.protocol": protocol})
+        _current_record.set(record)
         return record
 
     async def observed(self, record: RequestRecord, backend: Backend,

@@ -48,12 +48,17 @@ def request_fields(message: pb.GenerateRequest) -> dict:
         fields["stop_token_ids"] = list(s.stop_token_ids)
     if s.logit_bias:
         fields["logit_bias"] = {str(token): bias for token, bias in s.logit_bias.items()}
-    if s.HasField("response_format") and s.response_format.type in _FORMAT_TYPES:
+    if s.HasField("response_format"):
         fields["response_format"] = _response_format(s.response_format)
     return fields
 
 
 def _response_format(fmt: pb.ResponseFormat) -> dict:
+    if fmt.type not in _FORMAT_TYPES:  # left unset (TYPE_UNSPECIFIED), or a number this proto does not define
+        *others, last = (pb.ResponseFormat.Type.Name(t) for t in _FORMAT_TYPES)
+        got = pb.ResponseFormat.Type.Name(fmt.type) if fmt.type in pb.ResponseFormat.Type.values() else fmt.type
+        raise InvalidRequest(f"response_format.type: Input should be {', '.join(others)} or {last} (got {got})",
+                             param="response_format.type")
     out: dict = {"type": _FORMAT_TYPES[fmt.type]}
     if fmt.type == pb.ResponseFormat.TYPE_JSON_SCHEMA:
         try:

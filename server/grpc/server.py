@@ -12,7 +12,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from server.grpc.gen import generate_pb2 as pb
-from server.grpc.gen import generate_pb2_grpc as pb_grpc
+from server.grpc.handlers import add_generation_service
 from server.grpc.service import GenerationService
 from server.observe import Telemetry
 from server.router import Router
@@ -30,7 +30,7 @@ class GrpcServer:
         self._health_task: asyncio.Task | None = None
         # No SO_REUSEPORT (on by default in gRPC on Linux): a port already taken must be an error.
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_GenerationServicer_to_server(GenerationService(router, telemetry), self.server)
+        add_generation_service(GenerationService(router, telemetry), self.server)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)

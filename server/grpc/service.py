@@ -8,6 +8,7 @@ import contextlib
 from contextlib import aclosing
 
 import grpc
+from google.protobuf.message import Message
 
 from backends.errors import InvalidRequest
 from backends.types import OutputDelta
@@ -15,6 +16,7 @@ from server.errors import grpc_status, to_turnout_error
 from server.grpc.convert import FINISH_REASONS, logprobs_message, to_generate_request, usage_message
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.gen import generate_pb2_grpc as pb_grpc
+from server.grpc.handlers import Undecodable
 from server.observe import RequestRecord, Telemetry, mint_request_id
 from server.router import Router
 
@@ -29,7 +31,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         self._aborted: set[asyncio.Task] = set()
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "Generate", request.request_id) as record:
+        async with self._call(context, "Generate", request) as record:
             stream = self._generate(request, record)
             async with aclosing(stream):
                 ends: dict[int, pb.ChoiceEnd] = {}
@@ -48,7 +50,7 @@ class GenerationService(pb_grpc.GenerationServicer):
                 yield pb.GenerateResponse(finished=finished)
 
     async def Complete(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "Complete", request.request_id) as record:
+        async with self._call(context, "Complete", request) as record:
             choices: dict[int, pb.Choice] = {}
             out = pb.CompleteResponse(request_id=record.request_id, model=request.model)
             async with aclosing(self._generate(request, record)) as stream:
@@ -68,14 +70,14 @@ class GenerationService(pb_grpc.GenerationServicer):
             return out
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "Tokenize") as record:
+        async with self._call(context, "Tokenize", request) as record:
             backend = self._local_tokenizer(request.model or None, record)
             add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
             ids = await backend.tokenizing.encode(request.text, add_special_tokens=add_special, param="text")
             return pb.TokenizeResponse(token_ids=ids, max_model_len=backend.info.max_model_len)
 
     async def Detokenize(self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "Detokenize") as record:
+        async with self._call(context, "Detokenize", request) as record:
             tokenizer = self._local_tokenizer(request.model or None, record).tokenizer
             vocab = len(tokenizer)
             bad = [t for t in request.token_ids if not 0 <= t < vocab]
@@ -84,14 +86,14 @@ class GenerationService(pb_grpc.GenerationServicer):
             return pb.DetokenizeResponse(text=tokenizer.decode(list(request.token_ids)))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "ListModels"):
+        async with self._call(context, "ListModels", request):
             return pb.ListModelsResponse(models=[
                 pb.Model(id=info.name, owned_by=info.owned_by, max_model_len=info.max_model_len)
                 for info in self.router.models()
             ])
 
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "Abort"):
+        async with self._call(context, "Abort", request):
             tasks = self._active.get(request.request_id)
             if not tasks:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no running request has id {request.request_id!r}")
@@ -115,17 +117,22 @@ class GenerationService(pb_grpc.GenerationServicer):
         return backend
 
     @contextlib.asynccontextmanager
-    async def _call(self, context: grpc.aio.ServicerContext, method: str, client_id: str = ""):
-        """One call's record, request id (field, else `x-request-id` metadata, else minted; sent back as
-        initial metadata), abort registration, and error -> status code; then the telemetry."""
+    async def _call(self, context: grpc.aio.ServicerContext, method: str, request: Message | Undecodable):
+        """One call's record, request id (GenerateRequest's field, else `x-request-id` metadata, else
+        minted; sent back as initial metadata), abort registration, and error -> status code (a request
+        that did not parse is INVALID_ARGUMENT); then the telemetry."""
         metadata = dict(context.invocation_metadata() or ())
+        client_id = request.request_id if isinstance(request, pb.GenerateRequest) else ""
         record = self.telemetry.begin("grpc", f"grpc:{method}", client_id or metadata.get(REQUEST_ID_METADATA))
         record.request_id = record.request_id or mint_request_id(method.lower())
-        await context.send_initial_metadata(((REQUEST_ID_METADATA, record.request_id),))
         task = asyncio.current_task()
         self._active.setdefault(record.request_id, set()).add(task)
         status = grpc.StatusCode.OK
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidRequest(request.message)
+            _check_metadata_value(record.request_id)
+            await context.send_initial_metadata(((REQUEST_ID_METADATA, record.request_id),))
             yield record
         except asyncio.CancelledError:
             if task not in self._aborted:
@@ -151,6 +158,18 @@ class GenerationService(pb_grpc.GenerationServicer):
                 self._active.pop(record.request_id, None)
             self._aborted.discard(task)
             self.telemetry.finish(record, status.name)
+
+
+def _check_metadata_value(request_id: str) -> None:
+    """The id goes back as `x-request-id` metadata, whose values gRPC limits to printable ASCII; any other
+    character fails the call inside gRPC (INTERNAL "Invalid metadata")."""
+    if not all(" " <= char <= "~" for char in request_id):
+        shown = request_id if len(request_id) <= _QUOTED_ID_CHARS else request_id[:_QUOTED_ID_CHARS] + "..."
+        raise InvalidRequest(f"request_id: must be printable ASCII, as it is returned as gRPC metadata "
+                             f"(got {shown!r})", param="request_id")
+
+
+_QUOTED_ID_CHARS = 64  # of a bad request id in the error: the status travels in trailers, which clients cap
 
 
 def _choice_end(delta: OutputDelta) -> pb.ChoiceEnd:

@@ -1,5 +1,6 @@
-"""uvicorn's HTTP protocol with one change: what a connection writes during one pass of the event loop
-reaches the socket as one write.
+"""uvicorn's HTTP protocol with two changes: what a connection writes during one pass of the event loop
+reaches the socket as one write, and a request that does not parse as HTTP is answered in the API's JSON
+error shape (uvicorn's is text/plain).
 
 uvicorn writes each ASGI message as soon as it is sent: a streamed response's head, then its first event,
 then at the end its last event and the chunked-encoding terminator, each a separate `send` on the socket.
@@ -13,6 +14,9 @@ one loop pass of delay. A response's end is written as soon as it is sent, since
 from __future__ import annotations
 
 import asyncio
+import json
+
+from server.errors import error_body
 
 
 class CoalescingTransport:
@@ -59,12 +63,28 @@ class CoalescingTransport:
 
 
 def http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's HTTP/1.1 protocol class (httptools when installed, as uvicorn's "auto" picks), writing
-    through a `CoalescingTransport`. Pass it to uvicorn as `http=`."""
+    """uvicorn's HTTP/1.1 protocol class (httptools when installed, as uvicorn's "auto" picks), with our
+    changes. Pass it to uvicorn as `http=`."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:  # httptools is not installed: uvicorn's pure-Python parser
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    return protocol_over(base)
+
+
+def bad_request_response(message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole 400 response, in OpenAI's error shape, for a connection about to close."""
+    body = json.dumps(error_body(message, "invalid_request_error")).encode()
+    head = [b"HTTP/1.1 400 Bad Request\r\n"]
+    head += [name + b": " + value + b"\r\n" for name, value in default_headers]  # server, date
+    head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
+             b"connection: close\r\n\r\n"]
+    return b"".join(head) + body
+
+
+def protocol_over(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """`base` (uvicorn's httptools or h11 protocol class) writing through a `CoalescingTransport` and
+    answering unparseable requests with `bad_request_response`."""
 
     class CoalescingHttpProtocol(base):
         def connection_made(self, transport) -> None:
@@ -76,5 +96,12 @@ def http_protocol() -> type[asyncio.Protocol]:
             # openai backend that was ~0.2 ms of end-to-end latency.
             self.transport.flush()
             super().on_response_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn calls this when its parser rejects the bytes (a bad request line, header or chunk
+            # size). Nothing after them can be parsed, so the connection closes after this response, which
+            # is written as bytes for both parsers: h11's state machine has already failed on the request.
+            self.transport.write(bad_request_response(msg, self.server_state.default_headers))
+            self.transport.close()
 
     return CoalescingHttpProtocol

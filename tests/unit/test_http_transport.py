@@ -1,8 +1,19 @@
-"""Writes coalesced per event-loop pass (server/http/transport.py), on a real event loop."""
+"""Our uvicorn protocol (server/http/transport.py): writes coalesced per event-loop pass, on a real event
+loop; requests that do not parse answered in JSON, over raw sockets."""
 
 import asyncio
+import json
+import socket
 
-from server.http.transport import CoalescingTransport
+import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from backends.types import ModelInfo
+from server.app import build_app
+from server.http.transport import CoalescingTransport, protocol_over
+from server.router import Router
+from tests.inert_backend import InertBackend
 
 
 class RecordingTransport:
@@ -118,3 +129,69 @@ def test_a_finished_response_is_written_before_the_app_returns():
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+class Idle(InertBackend):
+    info = ModelInfo(name="idle", max_model_len=64)
+
+    async def generate(self, request):
+        raise AssertionError("a request that does not parse never reaches a backend")
+        yield
+
+
+@pytest.fixture(scope="module", params=[HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
+def gateway(request):
+    """The app behind uvicorn with our protocol over each parser `http_protocol` may pick."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.server_thread import free_port
+
+    port = free_port()
+    app = build_app(Router({"idle": Idle()}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           http=protocol_over(request.param)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield f"127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+def exchange(address: str, request: bytes) -> bytes:
+    """Writes `request` on a new connection; everything the server sent until it closed the connection."""
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):  # b"": the server closed the connection (a timeout fails the test)
+            received += chunk
+    return received
+
+
+MALFORMED = {
+    "bad header line": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
+    "invalid request line": b"NOT AN HTTP REQUEST LINE\r\n\r\n",
+    "bad chunk size": b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_request_that_does_not_parse_gets_a_json_400_and_the_connection_closes(gateway, request_bytes):
+    response = exchange(gateway, request_bytes)  # returns only once the server closed the connection
+    head, body = response.split(b"\r\n\r\n", 1)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body) == {"error": {"message": "Invalid HTTP request received.",
+                                          "type": "invalid_request_error", "param": None, "code": None}}
+    # and the server goes on serving
+    assert exchange(gateway, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+        b"HTTP/1.1 200 OK\r\n")
