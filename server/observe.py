@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from backends.base import Backend
+from backends.errors import InvalidRequest
 from backends.types import GenerateRequest, OutputDelta
 from server.access_log import log_access
 from server.metrics import Metrics
@@ -20,6 +21,21 @@ from server.tracing import Tracer
 
 def mint_request_id(prefix: str = "req") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+MAX_REQUEST_ID_CHARS = 256
+_QUOTED_ID_CHARS = 64  # of a bad request id in the error: gRPC's status travels in trailers, which clients cap
+
+
+def check_request_id(request_id: str, param: str) -> None:
+    """A client's request id goes back as a header (gRPC: metadata, which must be printable ASCII: any other
+    character failed the call inside gRPC) and into every log line of its request: printable ASCII, at most
+    MAX_REQUEST_ID_CHARS long (a 10 KB id overflowed the 8 KB of metadata gRPC clients accept)."""
+    if len(request_id) <= MAX_REQUEST_ID_CHARS and all(" " <= char <= "~" for char in request_id):
+        return
+    shown = request_id if len(request_id) <= _QUOTED_ID_CHARS else request_id[:_QUOTED_ID_CHARS] + "..."
+    raise InvalidRequest(f"{param}: must be printable ASCII and at most {MAX_REQUEST_ID_CHARS} characters, as it "
+                         f"is sent back with the response (got {shown!r}, {len(request_id)} characters)", param=param)
 
 
 @dataclass

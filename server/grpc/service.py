@@ -17,7 +17,7 @@ from server.grpc.convert import FINISH_REASONS, logprobs_message, to_generate_re
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.gen import generate_pb2_grpc as pb_grpc
 from server.grpc.handlers import Undecodable
-from server.observe import RequestRecord, Telemetry, mint_request_id
+from server.observe import RequestRecord, Telemetry, check_request_id, mint_request_id
 from server.router import Router
 
 REQUEST_ID_METADATA = "x-request-id"
@@ -131,7 +131,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         try:
             if isinstance(request, Undecodable):
                 raise InvalidRequest(request.message)
-            _check_metadata_value(record.request_id)
+            check_request_id(record.request_id, "request_id")
             await context.send_initial_metadata(((REQUEST_ID_METADATA, record.request_id),))
             yield record
         except asyncio.CancelledError:
@@ -158,18 +158,6 @@ class GenerationService(pb_grpc.GenerationServicer):
                 self._active.pop(record.request_id, None)
             self._aborted.discard(task)
             self.telemetry.finish(record, status.name)
-
-
-def _check_metadata_value(request_id: str) -> None:
-    """The id goes back as `x-request-id` metadata, whose values gRPC limits to printable ASCII; any other
-    character fails the call inside gRPC (INTERNAL "Invalid metadata")."""
-    if not all(" " <= char <= "~" for char in request_id):
-        shown = request_id if len(request_id) <= _QUOTED_ID_CHARS else request_id[:_QUOTED_ID_CHARS] + "..."
-        raise InvalidRequest(f"request_id: must be printable ASCII, as it is returned as gRPC metadata "
-                             f"(got {shown!r})", param="request_id")
-
-
-_QUOTED_ID_CHARS = 64  # of a bad request id in the error: the status travels in trailers, which clients cap
 
 
 def _choice_end(delta: OutputDelta) -> pb.ChoiceEnd:

@@ -12,7 +12,7 @@ from backends.errors import InvalidRequest
 from server.errors import from_validation_error
 from server.http.json_limits import MAX_DEPTH, check_body
 from server.http.observe import record_of
-from server.observe import mint_request_id
+from server.observe import check_request_id, mint_request_id
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,7 +54,10 @@ def request_id(request: Request, prefix: str) -> str:
     """The client's X-Request-Id when it sent one, else a fresh id with the endpoint's prefix; the
     middleware returns it in the X-Request-Id response header and logs it."""
     record = record_of(request)
-    rid = (record.request_id if record else request.headers.get("x-request-id")) or mint_request_id(prefix)
+    client_id = record.request_id if record else request.headers.get("x-request-id")
+    if client_id:
+        check_request_id(client_id, "x-request-id")
+    rid = client_id or mint_request_id(prefix)
     if record is not None:
         record.request_id = rid
     return rid

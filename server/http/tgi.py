@@ -12,7 +12,7 @@ import functools
 from importlib import metadata
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from backends.errors import InvalidRequest
@@ -32,7 +32,7 @@ def tgi_errors(handler):
     async def wrapped(request: Request):
         try:
             return await handler(request)
-        except ClientDisconnected:
+        except (ClientDisconnected, ClientDisconnect):  # nobody to answer
             raise
         except Exception as exc:
             return tgi_error_response(exc)

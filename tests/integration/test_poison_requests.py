@@ -248,3 +248,18 @@ def test_grpc_fan_out_and_unknown_fields_still_answer(server):
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert pb.FINISH_REASON_LENGTH == out.choices[0].finish_reason
     assert_still_serving(server)
+
+
+def test_a_request_id_too_long_to_send_back_is_a_400(server):
+    long_id = "r" * 300
+    error = openai_error(httpx.post(server.base_url + "/completions", json=OK_COMPLETION,
+                                    headers={"x-request-id": long_id}))
+    assert error["param"] == "x-request-id" and "256" in error["message"]
+    r = httpx.post(server.url + "/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}},
+                   headers={"x-request-id": long_id})
+    assert r.status_code == 422 and "x-request-id" in r.json()["error"]
+    with pytest.raises(grpc.RpcError) as failure:
+        stub(server.grpc_target).Complete(generate_request(BUNDLED, "hi", request_id="g" * 10_000, max_tokens=2),
+                                          timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert_still_serving(server)

@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+from backends.tokenizing import Tokenizing
 from backends.types import ModelInfo
 from server.access_log import ACCESS_LOGGER, text_value
 from server.grpc.gen import generate_pb2 as pb
@@ -27,10 +28,14 @@ class RaisingTokenizer:
 
     __call__ = encode
 
+    def get_vocab(self) -> dict[str, int]:
+        return {"a": 0}
+
 
 class BrokenTokenizerBackend(InertBackend):
     info = ModelInfo(name="broken", max_model_len=64)
     tokenizer = RaisingTokenizer()
+    tokenizing = Tokenizing(tokenizer, max_model_len=64)
 
     async def generate(self, request):
         raise AssertionError("only the tokenizer is used here")
