@@ -18,14 +18,16 @@ from server.router import Router
 from tests.server_thread import ServerThread
 
 MODEL = "tiny-pair"
-MAX_TOKENS = 40
+MAX_TOKENS = 120  # long enough that both replicas are surely decoding several at once when one crashes
 
 
 @pytest.fixture
 def pair(bundled_model_dir):
     replicas = [HFBackend(HFEngineConfig(model=str(bundled_model_dir), served_model_name=MODEL, max_num_seqs=32,
                                          num_threads=1)) for _ in range(2)]
-    router = Router({MODEL: replicas}, settings=RouterSettings(health_check_interval=0.2))
+    # Checks every 0.2 s find the crash at once; their timeout is generous so that a loaded machine does not
+    # take a healthy in-process engine out of rotation.
+    router = Router({MODEL: replicas}, settings=RouterSettings(health_check_interval=0.2, health_check_timeout=10))
     server = ServerThread.for_router(router).start()
     yield server, replicas
     server.stop()
@@ -66,7 +68,11 @@ def test_one_replica_crashing_midway_loses_no_buffered_request(pair):
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=120)
         first_wave = [asyncio.create_task(one_request(client, i)) for i in range(32)]
         # Crash one replica once both are busy decoding the first wave.
+        deadline = asyncio.get_running_loop().time() + 60
         while min(r.engine.num_running for r in replicas) < 4:
+            assert asyncio.get_running_loop().time() < deadline, (
+                "the replicas never both ran 4 requests at once", server.router.replica_health(),
+                [(r.engine.num_running, r.engine.num_waiting) for r in replicas])
             await asyncio.sleep(0.01)
         await asyncio.to_thread(crash, replicas[0])
         second_wave = [asyncio.create_task(one_request(client, i)) for i in range(32, 64)]
