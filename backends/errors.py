@@ -1,51 +1,41 @@
-"""Errors a backend may raise. The front ends map each class to one HTTP status and OpenAI error body."""
+"""Errors a backend may raise: the classes and what each means. What each looks like on the wire (HTTP
+status, OpenAI type and code, TGI status and type, gRPC code) is the front ends' business: one table in
+server/errors.py, which has a row for every class here."""
 
 
 class TurnoutError(Exception):
-    """Base class. `param` names the request field at fault, when there is one."""
-
-    status_code = 500
-    error_type = "internal_error"
-    code: str | None = None
+    """Base class: an error nobody planned for. `param` names the request field at fault, when there is
+    one; `code` overrides the class's usual OpenAI error code (an upstream's own, say)."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
-        if code is not None:
-            self.code = code
+        self.code = code
 
 
 class InvalidRequest(TurnoutError):
     """The request cannot be served as given; nothing was started."""
 
-    status_code = 400
-    error_type = "invalid_request_error"
-
 
 class ContextLengthExceeded(InvalidRequest):
-    code = "context_length_exceeded"
+    """The prompt (plus the completion asked for) does not fit the model's context."""
 
 
 class ModelNotFound(TurnoutError):
-    status_code = 404
-    error_type = "invalid_request_error"
-    code = "model_not_found"
+    """No model, alias or adapter has the requested name."""
 
 
 class Overloaded(TurnoutError):
-    """Recoverable: the server is at capacity; the client may retry later."""
+    """Recoverable: the server (or an upstream) is at capacity; the client may retry later."""
 
-    status_code = 503
-    error_type = "server_overloaded"
+
+class Unavailable(TurnoutError):
+    """Recoverable: no replica of the model can take the request right now (all unhealthy or failing)."""
 
 
 class EngineDead(TurnoutError):
     """Fatal: the backend cannot serve any more requests until restarted."""
-
-    status_code = 500
-    error_type = "internal_error"
-    code = "engine_dead"
 
 
 class RequestFailed(TurnoutError):
@@ -53,29 +43,10 @@ class RequestFailed(TurnoutError):
     triggered). It is the request's failure, not the replica's: it is not retried elsewhere, where it
     would fail the same way, and never counts toward ejecting the replica."""
 
-    status_code = 500
-    error_type = "internal_error"
-    code = "request_failed"
-
-
-class Unavailable(TurnoutError):
-    """Recoverable: no replica of the model can take the request right now (all unhealthy or failing)."""
-
-    status_code = 503
-    error_type = "service_unavailable"
-    code = "model_unavailable"
-
-
-class StreamInterrupted(TurnoutError):
-    """The backend failed after output had started; the tokens already sent cannot be taken back."""
-
-    status_code = 502
-    error_type = "upstream_error"
-    code = "stream_interrupted"
-
 
 class UpstreamError(TurnoutError):
     """A remote backend could not be reached, timed out or failed; another replica may still serve."""
 
-    status_code = 502
-    error_type = "upstream_error"
+
+class StreamInterrupted(TurnoutError):
+    """The backend failed after output had started; the tokens already sent cannot be taken back."""

@@ -1,18 +1,31 @@
-"""The one place that turns exceptions into HTTP status codes and OpenAI error bodies, and into gRPC status
-codes (with the same messages)."""
+"""The one place that says what an error looks like on the wire: `ERROR_TABLE` gives each error class its
+HTTP status and OpenAI `type`/`code`, its TGI status and `error_type`, and its gRPC code (the message is the
+same everywhere). Backends raise classes (backends/errors.py); they never pick a status."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import traceback
+from dataclasses import dataclass
 
 import grpc
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backends.errors import EngineDead, InvalidRequest, ModelNotFound, Overloaded, TurnoutError
+from backends.errors import (
+    ContextLengthExceeded,
+    EngineDead,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    RequestFailed,
+    StreamInterrupted,
+    TurnoutError,
+    Unavailable,
+    UpstreamError,
+)
 from server.access_log import text_fields
 from server.observe import current_request_id
 
@@ -20,6 +33,59 @@ logger = logging.getLogger(__name__)
 
 TRACEBACK_FRAMES = 5
 """Frames of an unhandled error's traceback that are logged: the innermost, where it was raised."""
+
+
+@dataclass(frozen=True)
+class WireError:
+    """How one error class is answered, protocol by protocol."""
+
+    http_status: int
+    openai_type: str
+    openai_code: str | None
+    tgi_status: int
+    tgi_type: str
+    """TGI's own statuses and types (router/src/server.rs), which its clients parse: 422 validation,
+    429 overloaded, 424 generation."""
+    grpc_code: grpc.StatusCode
+
+
+_S = grpc.StatusCode
+_VALIDATION = (422, "validation")
+_OVERLOADED = (429, "overloaded")
+_GENERATION = (424, "generation")
+
+# Most specific class first: the first row an error is an instance of maps it. Retryable capacity errors
+# are 429/503 with RESOURCE_EXHAUSTED/UNAVAILABLE, a dead engine 503 + UNAVAILABLE (another replica or a
+# restart helps), an upstream's failure 502 + UNAVAILABLE; a fault of one request alone is a 500 + INTERNAL.
+ERROR_TABLE: tuple[tuple[type[TurnoutError], WireError], ...] = (
+    (ContextLengthExceeded, WireError(400, "invalid_request_error", "context_length_exceeded", *_VALIDATION,
+                                      _S.INVALID_ARGUMENT)),
+    (InvalidRequest, WireError(400, "invalid_request_error", None, *_VALIDATION, _S.INVALID_ARGUMENT)),
+    (ModelNotFound, WireError(404, "invalid_request_error", "model_not_found", *_VALIDATION, _S.NOT_FOUND)),
+    (Overloaded, WireError(429, "server_overloaded", None, *_OVERLOADED, _S.RESOURCE_EXHAUSTED)),
+    (Unavailable, WireError(503, "service_unavailable", "model_unavailable", *_OVERLOADED, _S.UNAVAILABLE)),
+    (EngineDead, WireError(503, "service_unavailable", "engine_dead", *_GENERATION, _S.UNAVAILABLE)),
+    (RequestFailed, WireError(500, "internal_error", "request_failed", *_GENERATION, _S.INTERNAL)),
+    (UpstreamError, WireError(502, "upstream_error", None, *_GENERATION, _S.UNAVAILABLE)),
+    (StreamInterrupted, WireError(502, "upstream_error", "stream_interrupted", *_GENERATION, _S.UNAVAILABLE)),
+    (TurnoutError, WireError(500, "internal_error", None, *_GENERATION, _S.INTERNAL)),
+)
+
+
+def wire(exc: TurnoutError) -> WireError:
+    for cls, row in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return row
+    raise TypeError(f"not a TurnoutError: {exc!r}")
+
+
+def http_status(exc: TurnoutError) -> int:
+    return wire(exc).http_status
+
+
+def openai_code(exc: TurnoutError) -> str | None:
+    """The error's own code (an upstream's, say), else its class's."""
+    return exc.code or wire(exc).openai_code
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -34,8 +100,12 @@ def writable(text: str | None) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def openai_body(exc: TurnoutError) -> dict:
+    return error_body(exc.message, wire(exc).openai_type, exc.param, openai_code(exc))
+
+
 def error_response(exc: TurnoutError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
+    return JSONResponse(openai_body(exc), status_code=http_status(exc))
 
 
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
@@ -86,13 +156,9 @@ async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
     return openai_error_response(exc)
 
 
-# TGI's own API answers in TGI's shape and status codes (router/src/server.rs), which its clients parse.
-_TGI_ERRORS = {  # turnout status -> (TGI status, error_type, message prefix)
-    400: (422, "validation", "Input validation error: "),
-    404: (422, "validation", "Input validation error: "),
-    429: (429, "overloaded", ""),
-    503: (429, "overloaded", ""),
-}
+# TGI prefixes its messages by kind.
+_TGI_PREFIXES = {"validation": "Input validation error: ", "overloaded": "",
+                 "generation": "Request failed during generation: "}
 
 
 def tgi_body(message: str, error_type: str) -> dict:
@@ -100,9 +166,8 @@ def tgi_body(message: str, error_type: str) -> dict:
 
 
 def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
-    failed = (424, "generation", "Request failed during generation: ")
-    status, error_type, prefix = _TGI_ERRORS.get(exc.status_code, failed)
-    return status, tgi_body(prefix + exc.message, error_type)
+    row = wire(exc)
+    return row.tgi_status, tgi_body(_TGI_PREFIXES[row.tgi_type] + exc.message, row.tgi_type)
 
 
 def tgi_error_response(exc: Exception) -> JSONResponse:
@@ -110,18 +175,6 @@ def tgi_error_response(exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-# Most specific first: ContextLengthExceeded is an InvalidRequest, so it is INVALID_ARGUMENT too.
-_GRPC_CODES: list[tuple[type[TurnoutError], grpc.StatusCode]] = [
-    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
-    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (EngineDead, grpc.StatusCode.UNAVAILABLE),
-]
-
-
 def grpc_status(exc: TurnoutError) -> grpc.StatusCode:
     """The gRPC code for an error; its details are `exc.message`, exactly the HTTP error's message."""
-    for cls, code in _GRPC_CODES:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return wire(exc).grpc_code

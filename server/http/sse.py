@@ -39,8 +39,7 @@ class ChunkEncoder:
 def openai_error_events(exc: Exception) -> list[bytes]:
     """How an OpenAI stream that fails after its 200 head ends: an error event and `[DONE]`, so clients
     see the failure instead of a silently truncated answer."""
-    error = errors.to_turnout_error(exc)
-    return [event(errors.error_body(error.message, error.error_type, error.param, error.code)), DONE]
+    return [event(errors.openai_body(errors.to_turnout_error(exc))), DONE]
 
 
 class EventStreamResponse(StreamingResponse):

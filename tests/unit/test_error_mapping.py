@@ -1,27 +1,84 @@
-"""One module maps errors, to HTTP statuses and to gRPC codes; the two must agree class by class."""
+"""One table maps every error class to its HTTP status, OpenAI type/code, TGI status/type and gRPC code.
+
+The table must have a row for each `TurnoutError` subclass, found by reflection over every module of
+`backends` and `server` (a class added anywhere without a row fails here), and the rows must keep the
+semantics clients rely on.
+"""
+
+import importlib
+import pkgutil
 
 import grpc
 import pytest
 
+import backends
+import server
 from backends.errors import (
     ContextLengthExceeded,
     EngineDead,
     InvalidRequest,
     ModelNotFound,
     Overloaded,
+    RequestFailed,
+    StreamInterrupted,
     TurnoutError,
+    Unavailable,
+    UpstreamError,
 )
-from server.errors import grpc_status
+from server.errors import ERROR_TABLE, grpc_status, http_status, openai_body, tgi_error_body
+
+S = grpc.StatusCode
+# Modules that need what CI does not have (an NVIDIA GPU's TensorRT-LLM) are left out of the walk.
+_UNIMPORTABLE = ("backends.trtllm",)
 
 
-@pytest.mark.parametrize(("error", "http", "code"), [
-    (InvalidRequest("bad"), 400, grpc.StatusCode.INVALID_ARGUMENT),
-    (ContextLengthExceeded("long"), 400, grpc.StatusCode.INVALID_ARGUMENT),
-    (ModelNotFound("who"), 404, grpc.StatusCode.NOT_FOUND),
-    (Overloaded("busy"), 503, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (EngineDead("dead"), 500, grpc.StatusCode.UNAVAILABLE),
-    (TurnoutError("other"), 500, grpc.StatusCode.INTERNAL),
-])
-def test_each_error_class_has_one_http_status_and_one_grpc_code(error, http, code):
-    assert error.status_code == http
-    assert grpc_status(error) == code
+def every_error_class() -> set[type[TurnoutError]]:
+    for package in (backends, server):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if not module.name.startswith(_UNIMPORTABLE) and not module.name.endswith(".__main__"):
+                importlib.import_module(module.name)
+    found, todo = set(), [TurnoutError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_error_class_has_a_row_of_its_own():
+    rows = [cls for cls, _ in ERROR_TABLE]
+    assert len(rows) == len(set(rows)), "a class has two rows"
+    missing = every_error_class() - set(rows)
+    assert not missing, f"no row in server/errors.py ERROR_TABLE for {sorted(c.__name__ for c in missing)}"
+
+
+def test_rows_run_from_the_most_specific_class_to_the_most_general():
+    for i, (cls, _) in enumerate(ERROR_TABLE):
+        for later, _ in ERROR_TABLE[i + 1:]:
+            assert not issubclass(later, cls), f"{later.__name__} would be shadowed by {cls.__name__}'s row"
+
+
+@pytest.mark.parametrize(("error", "http", "openai_type", "code", "tgi", "grpc_code"), [
+    (InvalidRequest("bad"), 400, "invalid_request_error", None, (422, "validation"), S.INVALID_ARGUMENT),
+    (ContextLengthExceeded("long"), 400, "invalid_request_error", "context_length_exceeded", (422, "validation"),
+     S.INVALID_ARGUMENT),
+    (ModelNotFound("who"), 404, "invalid_request_error", "model_not_found", (422, "validation"), S.NOT_FOUND),
+    (Overloaded("busy"), 429, "server_overloaded", None, (429, "overloaded"), S.RESOURCE_EXHAUSTED),
+    (Unavailable("none"), 503, "service_unavailable", "model_unavailable", (429, "overloaded"), S.UNAVAILABLE),
+    (EngineDead("dead"), 503, "service_unavailable", "engine_dead", (424, "generation"), S.UNAVAILABLE),
+    (RequestFailed("alone"), 500, "internal_error", "request_failed", (424, "generation"), S.INTERNAL),
+    (UpstreamError("far"), 502, "upstream_error", None, (424, "generation"), S.UNAVAILABLE),
+    (StreamInterrupted("cut"), 502, "upstream_error", "stream_interrupted", (424, "generation"), S.UNAVAILABLE),
+    (TurnoutError("other"), 500, "internal_error", None, (424, "generation"), S.INTERNAL),
+], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
+def test_each_class_has_one_meaning_on_every_protocol(error, http, openai_type, code, tgi, grpc_code):
+    assert http_status(error) == http
+    body = openai_body(error)["error"]
+    assert (body["type"], body["code"], body["message"]) == (openai_type, code, error.message)
+    status, tgi_body = tgi_error_body(error)
+    assert (status, tgi_body["error_type"]) == tgi and tgi_body["error"].endswith(error.message)
+    assert grpc_status(error) == grpc_code
+
+
+def test_an_errors_own_code_wins_over_its_classes():
+    assert openai_body(InvalidRequest("upstream said so", code="invalid_value"))["error"]["code"] == "invalid_value"

@@ -23,6 +23,7 @@ from backends.trtllm.config import (
 from backends.trtllm.outputs import ChoiceStream, TokenTexts, token_logprob
 from backends.trtllm.params import trtllm_sampling_kwargs
 from backends.types import FinishReason, SamplingParams
+from server.errors import http_status
 
 # The keyword arguments of tensorrt_llm.SamplingParams (TensorRT-LLM 1.3.0rc7 API reference).
 TRTLLM_SAMPLING_FIELDS = {
@@ -105,7 +106,7 @@ def test_logprobs_and_json_schema():
 def test_what_trtllm_cannot_honour_is_refused_by_name(fields, param):
     with pytest.raises(InvalidRequest) as err:
         mapped(**fields)
-    assert err.value.param == param and err.value.status_code == 400
+    assert err.value.param == param and http_status(err.value) == 400
 
 
 @pytest.mark.parametrize("fields", [
