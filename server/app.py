@@ -17,25 +17,35 @@ from starlette.routing import Route
 
 from backends.errors import TurnoutError
 from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
-from server.http.chat import create_chat_completion
-from server.http.completions import create_completion
-from server.http.health import health, ready
-from server.http.metrics import metrics
-from server.http.models import list_models
-from server.http.observe import ObservabilityMiddleware
+from server.http.ops_routes import health, metrics, ready
+from server.http.requests import loads_object
 from server.http.streams import ClientDisconnected
-from server.http.tgi import compat_generate, generate, generate_stream, info
-from server.http.tokenize import detokenize, tokenize
-from server.observe import Telemetry
+from server.http.telemetry_middleware import ObservabilityMiddleware
+from server.openai import tokenize as openai_tokenize
+from server.openai.chat import create_chat_completion
+from server.openai.completions import create_completion
+from server.openai.models import list_models
 from server.router import Router
+from server.telemetry import Telemetry
+from server.tgi import routes as tgi
 
 logger = logging.getLogger(__name__)
 
+async def tokenize(request: Request):
+    """POST /tokenize is both vLLM's and TGI's. The body is parsed once; one with `inputs` (the field TGI's has
+    and vLLM's has not) is TGI's, answered in TGI's shape, errors included; any other is vLLM's."""
+    raw = await request.body()
+    data = loads_object(raw)
+    if "inputs" in data:
+        return await tgi.tokenize(request)
+    return await openai_tokenize.tokenize(request, data, raw)
+
+
 TGI_ROUTES = [  # TGI's native API
-    Route("/", compat_generate, methods=["POST"]),
-    Route("/generate", generate, methods=["POST"]),
-    Route("/generate_stream", generate_stream, methods=["POST"]),
-    Route("/info", info, methods=["GET"]),
+    Route("/", tgi.compat_generate, methods=["POST"]),
+    Route("/generate", tgi.generate, methods=["POST"]),
+    Route("/generate_stream", tgi.generate_stream, methods=["POST"]),
+    Route("/info", tgi.info, methods=["GET"]),
 ]
 ROUTES = [
     Route("/v1/completions", create_completion, methods=["POST"]),
@@ -44,7 +54,7 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/tokenize", tokenize, methods=["POST"]),
-    Route("/detokenize", detokenize, methods=["POST"]),
+    Route("/detokenize", openai_tokenize.detokenize, methods=["POST"]),
     *TGI_ROUTES,
     Route("/metrics", metrics, methods=["GET"]),
 ]

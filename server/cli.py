@@ -135,8 +135,8 @@ def serve(args: argparse.Namespace) -> int:
     from server.app import build_app
     from server.config import ConfigError, load_config
     from server.http.transport import http_protocol
-    from server.observe import Telemetry
     from server.router import Router
+    from server.telemetry import Telemetry
     from server.tracing import Tracer, TracingUnavailable
 
     try:
@@ -153,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     telemetry = Telemetry(tracer=tracer, access_log=not args.no_access_log)
     app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host)
-    # Our access log (server/observe.py) replaces uvicorn's; log_config=None keeps our log format.
+    # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
                 access_log=False, log_config=None, http=http_protocol())
     return 0

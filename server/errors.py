@@ -27,7 +27,7 @@ from backends.errors import (
     UpstreamError,
 )
 from server.access_log import text_fields
-from server.observe import current_request_id
+from server.telemetry import current_request_id
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at GET /metrics. HTTP and gRPC record through the same calls (server/observe.py).
+"""Prometheus metrics, served at GET /metrics. HTTP and gRPC record through the same calls (server/telemetry.py).
 
 | turnout                                      | type      | vLLM                                         | TGI                               |
 |----------------------------------------------|-----------|----------------------------------------------|-----------------------------------|

@@ -1,4 +1,4 @@
-"""turnout.v1 messages <-> core types. Validation goes through the HTTP schemas (server/schemas), so the
+"""turnout.v1 messages <-> core types. Validation goes through the OpenAI schemas (server/grpc/schemas.py), so the
 two protocols share ranges and error messages."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pydantic import ValidationError
 
 from backends.errors import InvalidRequest
 from backends.types import FinishReason, GenerateRequest, TokenLogprob, Usage
-from server.convert import generate_sampling_params
 from server.errors import from_validation_error
 from server.grpc.gen import generate_pb2 as pb
-from server.schemas.generate import GenerateFields
+from server.grpc.schemas import GenerateFields
+from server.openai.convert import completion_sampling_params
 
 # Proto3 `optional` fields: absent means "the HTTP API's default", so only set ones are passed on.
 _OPTIONAL = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty", "seed",
@@ -75,7 +75,7 @@ def to_generate_request(message: pb.GenerateRequest, request_id: str) -> Generat
         fields = GenerateFields.model_validate(request_fields(message))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    params = generate_sampling_params(fields)
+    params = completion_sampling_params(fields)
     prompt = fields.prompt
     return GenerateRequest(
         request_id=request_id,

@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.handlers import add_generation_service
 from server.grpc.service import GenerationService
-from server.observe import Telemetry
 from server.router import Router
+from server.telemetry import Telemetry
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name  # "turnout.v1.Generation"
 HEALTH_POLL_S = 5.0

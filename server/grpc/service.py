@@ -17,8 +17,8 @@ from server.grpc.convert import FINISH_REASONS, logprobs_message, to_generate_re
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.gen import generate_pb2_grpc as pb_grpc
 from server.grpc.handlers import Undecodable
-from server.observe import RequestRecord, Telemetry, check_request_id, mint_request_id
 from server.router import Router
+from server.telemetry import RequestRecord, Telemetry, check_request_id, mint_request_id
 
 REQUEST_ID_METADATA = "x-request-id"
 

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from backends.errors import InvalidRequest
 from server.errors import from_validation_error
 from server.http.json_limits import MAX_DEPTH, check_body
-from server.http.observe import record_of
-from server.observe import check_request_id, mint_request_id
+from server.http.telemetry_middleware import record_of
+from server.telemetry import check_request_id, mint_request_id
 
 M = TypeVar("M", bound=BaseModel)
 

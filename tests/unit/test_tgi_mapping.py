@@ -6,8 +6,8 @@ from backends.errors import InvalidRequest
 from backends.tgi.params import check_supported, tgi_parameters
 from backends.tgi.stop import StopMatcher
 from backends.types import SamplingParams
-from server.schemas.tgi import GenerateParameters, GenerateRequest
-from server.tgi_convert import sampling_params
+from server.tgi.convert import sampling_params
+from server.tgi.schemas import GenerateParameters, GenerateRequest
 
 
 def test_tgi_samples_only_when_asked_or_a_warper_is_set():

@@ -7,14 +7,14 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backends.types import GenerateRequest
-from server.convert import chat_sampling_params, render_chat
-from server.http import observe, sse
-from server.http.choices import Usage, collect
-from server.http.logprobs import chat_logprobs
+from backends.types import GenerateRequest, Usage
+from server.http import sse, telemetry_middleware
 from server.http.requests import parse_body, request_id
 from server.http.streams import merge, until_disconnected
-from server.schemas.openai import ChatCompletionRequest
+from server.openai.choices import collect, usage_dict, with_usage
+from server.openai.convert import chat_sampling_params, render_chat
+from server.openai.logprobs import chat_logprobs
+from server.openai.schemas import ChatCompletionRequest
 
 
 async def create_chat_completion(request: Request):
@@ -30,7 +30,7 @@ async def create_chat_completion(request: Request):
         prompt_ids = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
         generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
                                            buffered=not body.stream)
-    merged = merge([observe.generate(request, backend, generate_request)])
+    merged = merge([telemetry_middleware.observed(request, backend, generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 
     if body.stream:
@@ -48,7 +48,7 @@ async def create_chat_completion(request: Request):
         }
         for c in choices
     ]
-    base["usage"] = usage.to_dict()
+    base["usage"] = usage_dict(usage)
     return JSONResponse(base, headers={"x-request-id": rid})
 
 
@@ -63,7 +63,7 @@ async def _events(merged, base: dict, include_usage: bool, token_ids: bool):
             first = {"index": delta.index, "delta": {"role": "assistant", "content": ""},
                      "logprobs": None, "finish_reason": None}
             yield encoder.chunk(first)
-        usage.add(delta)
+        usage = with_usage(usage, delta)
         choice = {
             "index": delta.index,
             "delta": {"content": delta.text} if delta.text else {},
@@ -74,5 +74,5 @@ async def _events(merged, base: dict, include_usage: bool, token_ids: bool):
             choice["token_ids"] = delta.token_ids
         yield encoder.chunk(choice)
     if include_usage:
-        yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
+        yield sse.event({**base, "choices": [], "usage": usage_dict(usage)})
     yield sse.DONE

@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse
 from backends.errors import InvalidRequest
 from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
-from server.http import observe, sse
+from server.http import sse, telemetry_middleware
 from server.http.requests import json_object, request_id
 from server.http.streams import ClientDisconnected, merge, until_disconnected
-from server.schemas import tgi as schema
-from server.tgi_convert import Sequence, TokenEncoder, finish_reason, sampling_params
+from server.tgi import schemas as schema
+from server.tgi.convert import Sequence, TokenEncoder, finish_reason, sampling_params
 
 
 def tgi_errors(handler):
@@ -106,7 +106,7 @@ async def _answer(request: Request, body: schema.GenerateRequest) -> tuple[dict,
 
     async def collect():
         nonlocal prompt_tokens
-        async for _, delta in merge([observe.generate(request, backend, core)]):
+        async for _, delta in merge([telemetry_middleware.observed(request, backend, core)]):
             seed = None if params.seed is None else params.seed + delta.index
             seqs.setdefault(delta.index, Sequence(delta.index, seed)).add(delta, encoder)
             if delta.usage is not None:
@@ -152,7 +152,7 @@ async def compat_generate(request: Request):
 
 async def _stream(request: Request, body: schema.GenerateRequest):
     backend, core, full_text = await _core_request(request, body, stream=True)
-    deltas = observe.generate(request, backend, core)
+    deltas = telemetry_middleware.observed(request, backend, core)
     encoder = TokenEncoder(backend.tokenizer)
     response = sse.response(_events(deltas, body.parameters, core.sampling.seed, full_text, encoder),
                             error_response=tgi_error_response, error_events=_error_events)

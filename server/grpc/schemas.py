@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from server.schemas.openai import CompletionRequest
+from server.openai.schemas import CompletionRequest
 
 
 class GenerateFields(CompletionRequest):

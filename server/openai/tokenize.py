@@ -6,11 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backends.errors import InvalidRequest
-from server.convert import render_chat
 from server.http.json_limits import check_body
-from server.http.requests import loads_object, parse_body, validated
-from server.http.tgi import tokenize as tgi_tokenize
-from server.schemas.openai import DetokenizeRequest, TokenizeRequest
+from server.http.requests import parse_body, validated
+from server.openai.convert import render_chat
+from server.openai.schemas import DetokenizeRequest, TokenizeRequest
 
 
 def _local_tokenizer(request: Request, model: str | None):
@@ -20,11 +19,8 @@ def _local_tokenizer(request: Request, model: str | None):
     return backend
 
 
-async def tokenize(request: Request):
-    raw = await request.body()
-    data = loads_object(raw)
-    if "inputs" in data:  # TGI's body has `inputs`; vLLM's has `prompt` or `messages`
-        return await tgi_tokenize(request)  # which answers in TGI's shape, its checks of the body included
+async def tokenize(request: Request, data: dict, raw: bytes):
+    """vLLM's POST /tokenize, for a body already parsed (the path is TGI's too: see server/app.py)."""
     check_body(data, raw)
     body = validated(data, TokenizeRequest)
     backend = _local_tokenizer(request, body.model)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 
-from server.observe import RequestRecord, Telemetry, mint_request_id
+from server.telemetry import RequestRecord, Telemetry, mint_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
 _SCOPE_KEY = "turnout.record"
@@ -48,7 +48,7 @@ class ObservabilityMiddleware:
             self.telemetry.finish(record, status)
 
 
-def generate(request: Request, backend, generate_request):
+def observed(request: Request, backend, generate_request):
     """`backend.generate`, observed into the request's record (the same wrapper gRPC uses)."""
     record = record_of(request)
     if record is None:  # an app built without the middleware

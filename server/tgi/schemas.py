@@ -1,7 +1,7 @@
 """Request bodies of TGI's native API (text-generation-inference `router/src/lib.rs`), as pydantic models.
 
 Field names, defaults and the range rules (with TGI's messages) follow TGI's router, so TGI clients get
-the answers they expect. Conversion to core types lives in server/tgi_convert.py. Unknown fields are
+the answers they expect. Conversion to core types lives in server/tgi/convert.py. Unknown fields are
 ignored, as TGI's serde structs do.
 """
 

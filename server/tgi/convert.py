@@ -1,5 +1,5 @@
 """TGI request schemas -> core types, and core outputs -> TGI's response pieces. The only place that
-knows both vocabularies (the handlers in server/http/tgi.py only move these around)."""
+knows both vocabularies (the handlers in server/tgi/routes.py only move these around)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from backends.errors import InvalidRequest
 from backends.types import FinishReason, OutputDelta, SamplingParams, TokenLogprob
-from server.schemas.tgi import GenerateParameters, Grammar
+from server.tgi.schemas import GenerateParameters, Grammar
 
 
 def sampling_params(p: GenerateParameters, n: int = 1, stream: bool = False) -> SamplingParams:

@@ -7,8 +7,7 @@ from jinja2 import TemplateError
 from backends.errors import InvalidRequest
 from backends.tokenizing import Tokenizing
 from backends.types import SamplingParams
-from server.schemas.generate import GenerateFields
-from server.schemas.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+from server.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 
 
 def _stop_list(stop: str | list[str] | None) -> list[str]:
@@ -111,8 +110,3 @@ def _render(tokenizer, conversation: list[dict], add_generation_prompt: bool) ->
     except (TemplateError, TypeError, ValueError) as exc:  # the template's own checks (raise_exception), or
         # text the tokenizer cannot take
         raise InvalidRequest(f"messages: the chat template refused them: {exc}", param="messages") from None
-
-
-def generate_sampling_params(req: GenerateFields) -> SamplingParams:
-    """gRPC Generate/Complete: a completion's parameters."""
-    return completion_sampling_params(req)

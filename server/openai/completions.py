@@ -7,14 +7,14 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from backends.types import GenerateRequest
-from server.convert import completion_sampling_params
-from server.http import observe, sse
-from server.http.choices import Usage, choice_index, collect
-from server.http.logprobs import completion_logprobs
+from backends.types import GenerateRequest, Usage
+from server.http import sse, telemetry_middleware
 from server.http.requests import parse_body, request_id
 from server.http.streams import merge, until_disconnected
-from server.schemas.openai import CompletionRequest
+from server.openai.choices import choice_index, collect, usage_dict, with_usage
+from server.openai.convert import completion_sampling_params
+from server.openai.logprobs import completion_logprobs
+from server.openai.schemas import CompletionRequest
 
 
 async def create_completion(request: Request):
@@ -36,7 +36,7 @@ async def create_completion(request: Request):
         for i, prompt in enumerate(prompts)
     ]
     echoes = [_echo_text(backend, p) if body.echo else "" for p in prompts]
-    merged = merge([observe.generate(request, backend, r) for r in generate_requests])
+    merged = merge([telemetry_middleware.observed(request, backend, r) for r in generate_requests])
     base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model}
 
     if body.stream:
@@ -57,7 +57,7 @@ async def create_completion(request: Request):
         if body.return_token_ids:
             choice["token_ids"] = c.token_ids
         base["choices"].append(choice)
-    base["usage"] = usage.to_dict()
+    base["usage"] = usage_dict(usage)
     return JSONResponse(base, headers={"x-request-id": rid})
 
 
@@ -77,7 +77,7 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
             if delta.prompt_logprobs is not None:
                 items, offsets[index] = delta.prompt_logprobs + items, 0
             logprobs, offsets[index] = completion_logprobs(items, offsets[index])
-        usage.add(delta)
+        usage = with_usage(usage, delta)
         choice = {
             "index": index,
             "text": text,
@@ -88,7 +88,7 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
             choice["token_ids"] = delta.token_ids
         yield encoder.chunk(choice)
     if include_usage:
-        yield sse.event({**base, "choices": [], "usage": usage.to_dict()})
+        yield sse.event({**base, "choices": [], "usage": usage_dict(usage)})
     yield sse.DONE
 
 

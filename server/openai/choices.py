@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from backends.types import OutputDelta, TokenLogprob
+from backends.types import OutputDelta, TokenLogprob, Usage
 
 
 @dataclass
@@ -18,22 +18,14 @@ class Choice:
     prompt_logprobs: list[TokenLogprob] | None = None
 
 
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+def with_usage(usage: Usage, delta: OutputDelta) -> Usage:
+    """The usage so far plus the delta's (the last delta of each prompt's request carries one)."""
+    return usage if delta.usage is None else usage + delta.usage
 
-    def add(self, delta: OutputDelta) -> None:
-        if delta.usage is not None:
-            self.prompt_tokens += delta.usage.prompt_tokens
-            self.completion_tokens += delta.usage.completion_tokens
 
-    def to_dict(self) -> dict:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+def usage_dict(usage: Usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
 
 
 def choice_index(prompt_index: int, n: int, delta: OutputDelta) -> int:
@@ -55,5 +47,5 @@ async def collect(merged: AsyncIterator[tuple[int, OutputDelta]], n: int) -> tup
             choice.prompt_logprobs = delta.prompt_logprobs
         if delta.finish_reason is not None:
             choice.finish_reason = delta.finish_reason.value
-        usage.add(delta)
+        usage = with_usage(usage, delta)
     return [choices[i] for i in sorted(choices)], usage

@@ -1,6 +1,6 @@
 """Request bodies of the OpenAI API, as pydantic models: types and ranges only.
 
-Conversion to core types lives in server/convert.py; nothing here imports a backend. Fields outside
+Conversion to core types lives in server/openai/convert.py; nothing here imports a backend. Fields outside
 OpenAI's API (top_k, min_p, repetition_penalty, use_beam_search, ...) are the ones vLLM accepts through
 `extra_body`, with the same names. Unknown fields are ignored, as OpenAI's own API does.
 """

@@ -1,0 +1,1 @@
+"""TGI's native API: POST /, /generate, /generate_stream, /tokenize (TGI shape), GET /info."""
