@@ -19,7 +19,7 @@ from itertools import pairwise
 
 import aiohttp
 
-from backends.openai import sse_data
+from backends.openai.wire import sse_data
 from bench.prompts import Prompt
 
 ENDPOINTS = ("completions", "chat")

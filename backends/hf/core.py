@@ -12,8 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from backends.detokenizer import IncrementalDetokenizer
 from backends.hf.beam_search import BeamGroup
-from backends.hf.detokenizer import IncrementalDetokenizer
 from backends.hf.logprobs import prompt_logprobs, sampled_logprobs
 from backends.hf.runner import ModelRunner, RunnerOutput
 from backends.hf.sampler import Sampler

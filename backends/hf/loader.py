@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from backends.artifact import verify_artifact
 from backends.hf.config import HFEngineConfig
-from tools.manifest import verify_artifact
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from huggingface_hub.errors import ValidationError as TGIValidationError
 
 from backends.base import Backend
 from backends.errors import ContextLengthExceeded, InvalidRequest, Overloaded, TurnoutError, UpstreamError
+from backends.stop_strings import StopMatcher
 from backends.tgi.config import TGIBackendConfig
 from backends.tgi.params import check_supported, tgi_parameters
-from backends.tgi.stop import StopMatcher
 from backends.types import (
     FinishReason,
     GenerateRequest,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from backends.hf.detokenizer import IncrementalDetokenizer
+from backends.detokenizer import IncrementalDetokenizer
 from backends.types import FinishReason, OutputDelta, SamplingParams, TokenLogprob, TopLogprob
 
 FINISH_REASONS = {

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from backends.hf.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
+from backends.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
 
 TEXTS = [
     "The for statement is used to iterate over the elements of a sequence.",

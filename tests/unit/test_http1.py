@@ -1,4 +1,4 @@
-"""backends.http1, the openai backend's HTTP/1.1 client, against scripted servers on loopback
+"""backends.openai.http1, the openai backend's HTTP/1.1 client, against scripted servers on loopback
 (tests/loopback_http.py): body framings, keep-alive reuse and expiry, stale
 connections, timeouts, early close, flow control, the connection limit and TLS."""
 
@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trustme
 
-from backends.http1 import ConnectionPool, HTTPClientError
+from backends.openai.http1 import ConnectionPool, HTTPClientError
 from tests.loopback_http import LoopbackServer, read_request
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from backends.errors import InvalidRequest
+from backends.stop_strings import StopMatcher
 from backends.tgi.params import check_supported, tgi_parameters
-from backends.tgi.stop import StopMatcher
 from backends.types import SamplingParams
 from server.tgi.convert import sampling_params
 from server.tgi.schemas import GenerateParameters, GenerateRequest

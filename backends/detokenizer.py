@@ -11,6 +11,8 @@ start of a stop string is held back, so a stop string never reaches a stream, ev
 
 from __future__ import annotations
 
+from backends.stop_strings import partial_stop_length
+
 REPLACEMENT_CHAR = "\ufffd"
 # Tokens kept before the read offset as context, so merges at the boundary decode as they would in full.
 _CONTEXT_TOKENS = 6
@@ -84,15 +86,3 @@ class IncrementalDetokenizer:
 
     def _partial_stop_length(self) -> int:
         return partial_stop_length(self._text, self.stop)
-
-
-def partial_stop_length(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of `text` that is the beginning of some stop string (text to hold back,
-    since the next tokens may complete the stop string)."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest

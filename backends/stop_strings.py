@@ -1,13 +1,11 @@
-"""Stop strings as the hf backend applies them, on text streamed by a TGI server.
-
-TGI ends its text *with* the stop sequence, and only when the text ends with it; turnout never returns a
-stop string, and stops at the first one found anywhere (a token may overshoot it). So the text is matched
-here: a tail that could still become a stop string is held back, and at a match the text is cut there.
+"""Stop strings as turnout applies them, on any text stream: generation ends at the first stop string found
+anywhere in the text (a token may overshoot it), and no stop string is ever returned, not even in part:
+a tail that could still become one is held back. The HF engine's detokenizer uses it on its own decoded
+text; backends whose servers stop differently (TGI ends its text *with* the stop sequence, and only when
+the text ends with it) match their streamed text here with `StopMatcher`.
 """
 
 from __future__ import annotations
-
-from backends.hf.detokenizer import partial_stop_length
 
 
 class StopMatcher:
@@ -44,3 +42,15 @@ class StopMatcher:
 
     def _partial_stop_length(self) -> int:
         return partial_stop_length(self._text, self.stop)
+
+
+def partial_stop_length(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that is the beginning of some stop string (text to hold back,
+    since the next tokens may complete the stop string)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
