@@ -6,8 +6,6 @@ end, so an interrupted build never leaves a half-written model where the server 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,9 +15,10 @@ from typing import Any
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 from tools import corpus
+from tools.artifact import check_out_dir, staged_output
 from tools.chat import chat_examples
 from tools.evaluate import model_perplexity, unigram_perplexity
-from tools.manifest import MANIFEST_NAME, lineage_entry, write_manifest
+from tools.manifest import lineage_entry, write_manifest
 from tools.packing import token_stream
 from tools.pretrain import ModelShape, PretrainConfig, pretrain
 from tools.tokenizer import EOS, TokenizerConfig, save_tokenizer, stop_token_ids, train_tokenizer
@@ -56,11 +55,7 @@ def build_model(
 
     Without ``tokenizer`` a new one is trained on the training split.
     """
-    out = Path(out_dir).resolve()
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-        raise FileExistsError(
-            f"refusing to replace {str(out)!r}: it is not empty and holds no {MANIFEST_NAME}"
-        )
+    out = check_out_dir(out_dir)
     started = time.monotonic()
     split = corpus.split_corpus(seed=config.corpus_seed, held_out_fraction=config.held_out_fraction)
     tokenizer_seconds = 0.0
@@ -80,9 +75,7 @@ def build_model(
     model.config.attention_dropout = 0.0  # a training-time setting; the artifact should not carry it
     model.generation_config = GenerationConfig(bos_token_id=eos_id, eos_token_id=stops, pad_token_id=eos_id)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         save_tokenizer(tokenizer, staging)
         # Score the saved artifact, not the in-memory model: that is what the server will load.
@@ -128,23 +121,4 @@ def build_model(
         info["lineage"] = [lineage_entry("pretrain", command, info["arguments"], info["created_utc"],
                                          info["durations_seconds"]["total"], info["evaluation"])]
         manifest = write_manifest(staging, info)
-        _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Replace ``out`` with ``staging`` with only a moment in which neither is complete."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-    else:
-        staging.rename(out)
-    out.chmod(0o755)  # mkdtemp makes it private; the model is meant to be read by the server user
-    for path in out.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)

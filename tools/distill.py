@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 
@@ -144,9 +146,9 @@ def run_distill(
     from tools.pretrain import lr_at
 
     options.validate()
-    parent = derived.check_model_dir(teacher_dir)
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    parent = require_model_dir(teacher_dir)
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     tokenizer = AutoTokenizer.from_pretrained(parent)
     teacher = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32).eval()
@@ -195,7 +197,7 @@ def run_distill(
     bar.close()
     student.eval()
 
-    with derived.staged_output(out) as out_dir:
+    with staged_output(out) as out_dir:
         student.save_pretrained(out_dir, safe_serialization=True)
         derived.copy_tokenizer_files(parent, out_dir)
         reloaded = AutoModelForCausalLM.from_pretrained(out_dir)

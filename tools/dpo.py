@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 
@@ -76,11 +78,11 @@ def run_dpo(
     from tools.preference_eval import as_conversation, preference_accuracy, preference_scores
 
     options.validate()
-    parent = derived.check_model_dir(model_dir)
+    parent = require_model_dir(model_dir)
     train_rows = derived.read_jsonl(data, ("prompt", "chosen", "rejected"))
     eval_rows = derived.read_jsonl(held_out, ("prompt", "chosen", "rejected")) if held_out else train_rows
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
 
@@ -130,7 +132,7 @@ def run_dpo(
     trained.eval()
     after = preference_accuracy(trained, tokenizer, eval_rows, reference_scores, options.beta)
 
-    with derived.staged_output(out) as out_dir:
+    with staged_output(out) as out_dir:
         trained.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         derived.copy_tokenizer_files(parent, out_dir)

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tools.artifact import make_readable, pad_token_id, prepare_output, require_model_dir, stop_token_ids
+from tools.artifact import check_out_dir, require_model_dir, staged_output
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 from tools.sft_data import Example, read_jsonl, split_held_out, tokenize_records
-from tools.sft_eval import collate, evaluate, reply_loss
+from tools.sft_eval import collate, evaluate, padding_id, reply_loss, reply_stop_ids
 
 METHODS = ("lora", "qlora", "full")
 _DEFAULT_LR = {"lora": 2e-3, "qlora": 2e-3, "full": 3e-4}
@@ -178,6 +178,7 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
 
     config.validate()
     base_dir = require_model_dir(model_dir, "--model")
+    out_dir = check_out_dir(out)
     started_utc, started = utc_now(), time.monotonic()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -192,8 +193,8 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
                                      str(eval_data or data))
 
     model = load_for_training(base_dir, config)
-    stops = stop_token_ids(model, tokenizer)
-    pad_id = pad_token_id(tokenizer, stops)
+    stops = reply_stop_ids(model, tokenizer)
+    pad_id = padding_id(tokenizer, stops)
 
     def run_eval(stage: str) -> dict:
         if show_progress:
@@ -211,25 +212,25 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
     report["train"] = train(model, train_examples, config, pad_id, show_progress)
     report["after"] = run_eval("the fine-tuned model")
 
-    out_dir = prepare_output(out)
     parent_name, parent_lineage = parent_record(base_dir)
     entry = lineage_entry("finetune", command, {"model": str(base_dir), "data": str(data),
                                                 "eval_data": None if eval_data is None else str(eval_data),
                                                 **asdict(config)},
                           started_utc, time.monotonic() - started, report)
     info: dict[str, Any] = {"name": out_dir.name, "base_model": parent_name, "lineage": [*parent_lineage, entry]}
-    if config.method == "full":
-        model.save_pretrained(out_dir, safe_serialization=True)
-    else:
-        model.save_pretrained(out_dir)
+    if config.method != "full":
         info["adapter"] = {
             "type": "lora", "base_model": parent_name, "base_path": str(base_dir.resolve()),
             "method": config.method, "r": config.lora_r, "alpha": config.lora_alpha,
             "dropout": config.lora_dropout, "target_modules": config.target_modules,
             "base_quantization": "bitsandbytes nf4 (training only)" if config.method == "qlora" else None,
         }
-    tokenizer.save_pretrained(out_dir)
-    make_readable(out_dir)
-    write_manifest(out_dir, info)
+    with staged_output(out_dir) as staging:
+        if config.method == "full":
+            model.save_pretrained(staging, safe_serialization=True)
+        else:
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_manifest(staging, info)
     report["out"] = str(out_dir)
     return report

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 METHODS = ("int8", "nf4", "gptq")
@@ -189,9 +191,9 @@ def run_quantize(
     from tools.evaluate import model_perplexity
 
     options.validate()
-    parent = derived.check_model_dir(model_dir)
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    parent = require_model_dir(model_dir)
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     if not show_progress:
         from transformers.utils import logging as hf_logging
@@ -203,7 +205,7 @@ def run_quantize(
     config = _quantization_config(method, options, tokenizer, calibration)
     # GPTQ kernels and vLLM expect half-precision activations and scales; the others keep fp32 compute.
     dtype = torch.float16 if method == "gptq" else torch.float32
-    with derived.staged_output(out) as out_dir:
+    with staged_output(out) as out_dir:
         with tempfile.TemporaryDirectory(prefix="turnout-quantize-") as scratch:
             source = parent
             padded = None
