@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tools.artifact import check_out_dir, require_model_dir, staged_output
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 from tools.sft_data import Example, read_jsonl, split_held_out, tokenize_records
 from tools.sft_eval import collate, evaluate, padding_id, reply_loss, reply_stop_ids
+from tools.training import CosineSchedule, optimizer_steps
 
 METHODS = ("lora", "qlora", "full")
 _DEFAULT_LR = {"lora": 2e-3, "qlora": 2e-3, "full": 3e-4}
@@ -122,11 +124,15 @@ def load_for_training(model_dir: Path, config: FinetuneConfig):
     return get_peft_model(base, lora)
 
 
-def _lr_at(step: int, total: int, config: FinetuneConfig) -> float:
-    if step < config.warmup_steps:
-        return config.peak_lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-    return config.peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def shuffled_batches(examples: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
+    """Batches of ``batch_size`` records, endlessly: each epoch a new seeded shuffle (the last batch of
+    an epoch may be smaller)."""
+    rng = random.Random(seed)
+    while True:
+        order = list(examples)
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
 
 
 def train(model, examples: list[Example], config: FinetuneConfig, pad_id: int, show_progress: bool) -> dict:
@@ -137,28 +143,21 @@ def train(model, examples: list[Example], config: FinetuneConfig, pad_id: int, s
         total = min(total, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
-    rng = random.Random(config.seed)
-    order: list[Example] = []
+    schedule = CosineSchedule(config.peak_lr, total, config.warmup_steps, floor_ratio=0.1)
+    batches = shuffled_batches(examples, config.batch_size, config.seed)
+
+    def mean_reply_loss(step: int) -> torch.Tensor:
+        loss_sum, count = reply_loss(model, collate(next(batches), pad_id))
+        return loss_sum / max(count, 1)
+
     losses: list[float] = []
     started = time.monotonic()
-    model.train()
-    progress = tqdm(range(total), desc=f"finetune ({config.method})", unit="step", disable=not show_progress)
-    for step in progress:
-        if not order:
-            order = list(examples)
-            rng.shuffle(order)
-        batch, order = order[:config.batch_size], order[config.batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, total, config)
-        loss_sum, count = reply_loss(model, collate(batch, pad_id))
-        loss = loss_sum / max(count, 1)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    progress = tqdm(total=total, desc=f"finetune ({config.method})", unit="step", disable=not show_progress)
+    for _, loss in optimizer_steps(model, optimizer, schedule, mean_reply_loss, total, config.grad_clip or None,
+                                   progress=progress):
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    progress.close()
     model.eval()
     tail = losses[-max(1, steps_per_epoch):]
     return {
