@@ -182,6 +182,21 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    train_examples, held_examples = load_examples(tokenizer, data, eval_data, config)
+    model = load_for_training(base_dir, config)
+    report = train_and_evaluate(model, tokenizer, train_examples, held_examples, config, show_progress)
+
+    arguments = {"model": str(base_dir), "data": str(data),
+                 "eval_data": None if eval_data is None else str(eval_data), **asdict(config)}
+    entry = lineage_entry("finetune", command, arguments, started_utc, time.monotonic() - started, report)
+    _save(out_dir, model, tokenizer, base_dir, config, entry)
+    report["out"] = str(out_dir)
+    return report
+
+
+def load_examples(tokenizer, data: str | Path, eval_data: str | Path | None,
+                  config: FinetuneConfig) -> tuple[list[Example], list[Example]]:
+    """(training examples, held-out examples): ``eval_data``, else a seeded share of ``data``."""
     records = read_jsonl(data)
     if eval_data is not None:
         train_records, held_records = records, read_jsonl(eval_data)
@@ -190,8 +205,12 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
     train_examples = tokenize_records(tokenizer, train_records, config.max_length, str(data))
     held_examples = tokenize_records(tokenizer, held_records[:config.max_eval], config.max_length,
                                      str(eval_data or data))
+    return train_examples, held_examples
 
-    model = load_for_training(base_dir, config)
+
+def train_and_evaluate(model, tokenizer, train_examples: list[Example], held_examples: list[Example],
+                       config: FinetuneConfig, show_progress: bool) -> dict[str, Any]:
+    """Evaluate the base model (unless ``eval_before`` is off), train, evaluate again; return the report."""
     stops = reply_stop_ids(model, tokenizer)
     pad_id = padding_id(tokenizer, stops)
 
@@ -210,12 +229,12 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
                 report["before"] = run_eval("the base model")
     report["train"] = train(model, train_examples, config, pad_id, show_progress)
     report["after"] = run_eval("the fine-tuned model")
+    return report
 
+
+def _save(out_dir: Path, model, tokenizer, base_dir: Path, config: FinetuneConfig, entry: dict[str, Any]) -> None:
+    """Write the model (full) or the adapter (lora, qlora), the tokenizer and the manifest into ``out_dir``."""
     parent_name, parent_lineage = parent_record(base_dir)
-    entry = lineage_entry("finetune", command, {"model": str(base_dir), "data": str(data),
-                                                "eval_data": None if eval_data is None else str(eval_data),
-                                                **asdict(config)},
-                          started_utc, time.monotonic() - started, report)
     info: dict[str, Any] = {"name": out_dir.name, "base_model": parent_name, "lineage": [*parent_lineage, entry]}
     if config.method != "full":
         info["adapter"] = {
@@ -231,5 +250,3 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
             model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_manifest(staging, info)
-    report["out"] = str(out_dir)
-    return report
