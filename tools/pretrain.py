@@ -191,12 +191,7 @@ def pretrain(
     record = _HeldOutRecord()
     steps_done, stop_reason = _train_until_stop(model, optimizer, window_loss, held_out, config, record, start,
                                                 show_progress)
-    if record.best_state is None:  # stopped before the first evaluation: score what we have
-        record.best_perplexity = model_perplexity(model, held_out, config.seq_len)
-        record.best_step = steps_done
-    else:
-        model.load_state_dict(record.best_state)
-    model.eval()
+    _keep_the_best(model, record, held_out, config.seq_len, steps_done)
     return PretrainResult(
         model=model,
         best_step=record.best_step,
@@ -208,6 +203,16 @@ def pretrain(
         stop_reason=stop_reason,
         history=record.history,
     )
+
+
+def _keep_the_best(model, record: _HeldOutRecord, held_out: torch.Tensor, seq_len: int, steps_done: int) -> None:
+    """Put the best evaluated weights back into ``model`` (left in eval mode)."""
+    if record.best_state is None:  # stopped before the first evaluation: score what we have
+        record.best_perplexity = model_perplexity(model, held_out, seq_len)
+        record.best_step = steps_done
+    else:
+        model.load_state_dict(record.best_state)
+    model.eval()
 
 
 def _check_fits(shape: ModelShape, config: PretrainConfig) -> None:
