@@ -1,36 +1,22 @@
-"""Helpers shared by the tools that write an artifact directory (finetune, merge)."""
+"""The one way a tool writes an artifact directory, and the checks it makes on the ones it reads.
+
+A tool checks its destination before any work (``check_out_dir``), writes everything into a hidden
+sibling directory (``staged_output``) and swaps that in only once it is complete. A run that fails or
+is interrupted at any point leaves the destination as it was: the previous artifact, or nothing.
+"""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tools.manifest import MANIFEST_NAME
 
 
-def prepare_output(out: str | Path) -> Path:
-    """An empty ``out``. A previous artifact there (it has a manifest) is replaced; any other non-empty
-    directory is refused, so a typo cannot wipe unrelated files."""
-    path = Path(out).resolve()
-    if path.exists():
-        if not path.is_dir():
-            raise FileExistsError(f"{str(path)!r} exists and is not a directory")
-        if any(path.iterdir()):
-            if not (path / MANIFEST_NAME).is_file():
-                raise FileExistsError(f"refusing to replace {str(path)!r}: it is not empty and holds no "
-                                      f"{MANIFEST_NAME}")
-            shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def make_readable(root: Path) -> None:
-    """Some writers (safetensors) create private files; an artifact is meant to be read by a server user."""
-    for path in root.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-
-
-def require_model_dir(path: str | Path, what: str) -> Path:
+def require_model_dir(path: str | Path, what: str = "--model") -> Path:
     root = Path(path)
     if not (root / "config.json").is_file():
         raise ValueError(f"{what} {str(root)!r} is not a model directory (no config.json)")
@@ -44,20 +30,53 @@ def require_adapter_dir(path: str | Path, what: str = "adapter") -> Path:
     return root
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Every token that ends a reply: the generation config's EOS ids, the tokenizer's EOS and, for chat
-    templates, the end-of-turn marker."""
-    ids: list[int] = []
-    candidates = [getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id]
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    for value in (*candidates, end_of_turn):
-        for token in value if isinstance(value, list) else [value]:
-            if isinstance(token, int) and token not in ids:
-                ids.append(token)
-    return ids
+def check_out_dir(out: str | Path) -> Path:
+    """``out`` resolved, if a tool may write an artifact there: it does not exist, is empty, or holds a
+    previous artifact (a manifest). Anything else is refused, so a typo cannot wipe unrelated files.
+    Tools call it before any training, so a refusal costs nothing."""
+    root = Path(out).resolve()
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{str(root)!r} exists and is not a directory")
+    if root.exists() and any(root.iterdir()) and not (root / MANIFEST_NAME).is_file():
+        raise FileExistsError(f"refusing to replace {str(root)!r}: it is not empty and holds no {MANIFEST_NAME}")
+    return root
 
 
-def pad_token_id(tokenizer, stops: list[int]) -> int:
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    return stops[0] if stops else 0
+@contextmanager
+def staged_output(out: str | Path) -> Iterator[Path]:
+    """A new directory beside ``out`` to write the artifact into; it replaces ``out`` when the block ends
+    without an error, and is deleted when the block raises (``out`` is then untouched)."""
+    root = check_out_dir(out)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield staging
+        _swap_into_place(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` with ``staging`` with only a moment in which neither is complete."""
+    _make_readable(staging)
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)  # left by a run killed between the two renames below
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
+
+
+def _make_readable(root: Path) -> None:
+    """mkdtemp makes a private directory and some writers (safetensors) private files; an artifact is
+    meant to be read by the server's user."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)

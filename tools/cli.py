@@ -13,7 +13,6 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -184,14 +183,12 @@ def _pretrain(args: argparse.Namespace, command: str) -> int:
 
 
 def _finetune(args: argparse.Namespace, command: str) -> int:
+    from tools.derived import report
     from tools.finetune import finetune
 
-    report = finetune(args.model, args.data, args.out, from_args(FinetuneConfig, args), args.eval_data,
+    result = finetune(args.model, args.data, args.out, from_args(FinetuneConfig, args), args.eval_data,
                       command, show_progress=not args.quiet)
-    text = json.dumps(report, indent=2)
-    if args.report is not None:
-        args.report.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    report(args.report, result)
     return 0
 
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tools.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from tools.manifest import read_manifest, utc_now, write_manifest
 
 # Files that make a directory a usable tokenizer with its chat template and stop tokens.
 TOKENIZER_FILES = (
@@ -33,53 +29,6 @@ TOKENIZER_FILES = (
     "merges.txt",
     "generation_config.json",
 )
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def check_model_dir(path: str | Path, what: str = "--model") -> Path:
-    root = Path(path)
-    if not (root / "config.json").is_file():
-        raise ValueError(f"{what} {str(path)!r} is not a model directory (no config.json)")
-    return root
-
-
-def parent_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """The parent's manifest, or ``{}`` when it has none (a model made elsewhere)."""
-    try:
-        return read_manifest(model_dir)
-    except FileNotFoundError:
-        return {}
-
-
-def check_out_dir(out: str | Path) -> Path:
-    """Refuse early (before any training) to replace a non-empty directory that is not an artifact."""
-    root = Path(out).resolve()
-    if root.exists() and any(root.iterdir()) and not (root / MANIFEST_NAME).is_file():
-        raise FileExistsError(f"refusing to replace {str(root)!r}: not empty and holds no {MANIFEST_NAME}")
-    return root
-
-
-@contextmanager
-def staged_output(out: str | Path) -> Iterator[Path]:
-    """A staging directory beside ``out`` that replaces ``out`` when the block succeeds.
-
-    A failed or interrupted run leaves ``out`` as it was. Refuses to replace a non-empty directory
-    that is not a previous artifact (it holds no manifest).
-    """
-    from tools.build import _swap_into_place
-
-    root = check_out_dir(out)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        yield staging
-        _swap_into_place(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
@@ -128,6 +77,14 @@ def write_derived_manifest(
         **(extra or {}),
     }
     return write_manifest(out, info)
+
+
+def parent_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """The parent's manifest, or ``{}`` when it has none (a model made elsewhere)."""
+    try:
+        return read_manifest(model_dir)
+    except FileNotFoundError:
+        return {}
 
 
 def held_out_setup(parent: str | Path) -> tuple[int, float, int]:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 
@@ -136,105 +138,120 @@ def run_distill(
 ) -> dict:
     """Distill into ``out`` (model, tokenizer, manifest); return the JSON report."""
     import torch
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tools.evaluate import model_perplexity
-    from tools.packing import sample_batch
-    from tools.pretrain import lr_at
-
     options.validate()
-    parent = derived.check_model_dir(teacher_dir)
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    parent = require_model_dir(teacher_dir)
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     tokenizer = AutoTokenizer.from_pretrained(parent)
     teacher = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32).eval()
     corpus_train, held_out, eval_len = derived.corpus_streams(tokenizer, parent)
     train = _text_stream(tokenizer, data) if data is not None else corpus_train
+    student = new_student(teacher.config, len(tokenizer), shape, config_file, options.seed)
+    history = train_student(student, teacher, train, held_out, eval_len, options, show_progress)
 
-    torch.manual_seed(options.seed)
-    config = student_config(teacher.config, shape, config_file)
+    arguments = {
+        "teacher": str(teacher_dir),
+        "data": str(data) if data else "corpus",
+        "student_config": str(config_file) if config_file else None,
+        **asdict(shape),
+        **asdict(options),
+    }
+    run = {"command": command, "arguments": arguments, "started_utc": started_utc, "started": started}
+    with staged_output(out) as out_dir:
+        metrics = _save_and_score(out_dir, parent, student, teacher, held_out, eval_len)
+        metrics["history"] = history
+        student_shape = _write_manifest(out_dir, parent, Path(out).name, student, metrics, run)
+    return {"out": str(Path(out).resolve()), "student": student_shape, **metrics}
+
+
+def new_student(teacher_config, tokenizer_size: int, shape: StudentShape, config_file: Path | None, seed: int):
+    """A randomly initialised student (seeded), without attention dropout."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = student_config(teacher_config, shape, config_file)
     config.attention_dropout = 0.0
     student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if config.vocab_size < len(tokenizer):
-        raise ValueError(f"student vocab_size {config.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
-    teacher_params = sum(p.numel() for p in teacher.parameters())
-    student_params = sum(p.numel() for p in student.parameters())
-    decay = [p for p in student.parameters() if p.ndim >= 2]
-    no_decay = [p for p in student.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=options.lr,
-        betas=(0.9, 0.95),
-    )
+    if config.vocab_size < tokenizer_size:
+        raise ValueError(f"student vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer_size}")
+    return student
+
+
+def train_student(student, teacher, train, held_out, eval_len: int, options: DistillOptions,
+                  show_progress: bool) -> list[dict]:
+    """Train ``student`` on ``train`` windows against ``teacher``; return the held-out evaluations."""
+    import torch
+    from tqdm import tqdm
+
+    from tools.evaluate import model_perplexity
+    from tools.packing import sample_batch
+    from tools.training import CosineSchedule, adamw_without_decay_on_vectors, bf16_autocast, optimizer_steps
+
+    optimizer = adamw_without_decay_on_vectors(student, options.lr, options.weight_decay)
+    schedule = CosineSchedule(options.lr, options.steps, options.warmup_steps, options.min_lr_ratio)
     generator = torch.Generator().manual_seed(options.seed)
-    history = []
-    bar = tqdm(total=options.steps, desc=f"distill a={options.alpha}", disable=not show_progress, dynamic_ncols=True)
-    for step in range(1, options.steps + 1):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(options, step - 1)
-        student.train()
+
+    def window_loss(step: int):
         inputs, targets = sample_batch(train, options.batch_size, options.seq_len, generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16_autocast):
+        with bf16_autocast(options.bf16_autocast):
             teacher_logits = None
             if options.alpha > 0:  # the hard-label baseline never needs the teacher
                 with torch.no_grad():
                     teacher_logits = teacher(input_ids=inputs).logits
             student_logits = student(input_ids=inputs).logits
-        loss = distill_loss(student_logits, teacher_logits, targets, options.alpha, options.temperature)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.update(1)
+        return distill_loss(student_logits, teacher_logits, targets, options.alpha, options.temperature)
+
+    history = []
+    bar = tqdm(total=options.steps, desc=f"distill a={options.alpha}", disable=not show_progress, dynamic_ncols=True)
+    for step, loss in optimizer_steps(student, optimizer, schedule, window_loss, options.steps, 1.0, progress=bar):
         if step % options.eval_every == 0 or step == options.steps:
             ppl = model_perplexity(student, held_out, eval_len)
             history.append({"step": step, "loss": round(loss.item(), 4), "held_out_perplexity": round(ppl, 3)})
             bar.set_postfix(loss=f"{loss.item():.3f}", held_out_ppl=f"{ppl:.1f}")
     bar.close()
     student.eval()
+    return history
 
-    with derived.staged_output(out) as out_dir:
-        student.save_pretrained(out_dir, safe_serialization=True)
-        derived.copy_tokenizer_files(parent, out_dir)
-        reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
-        student_ppl = model_perplexity(reloaded, held_out, eval_len)
-        teacher_ppl = model_perplexity(teacher, held_out, eval_len)
-        metrics = {
-            "teacher_parameters": teacher_params,
-            "student_parameters": student_params,
-            "parameter_ratio": round(student_params / teacher_params, 4),
-            "held_out_perplexity": round(student_ppl, 3),
-            "teacher_held_out_perplexity": round(teacher_ppl, 3),
-            "perplexity_ratio": round(student_ppl / teacher_ppl, 4),
-            "scored_tokens": len(held_out) - 1,
-            "history": history,
-        }
-        arguments = {
-            "teacher": str(teacher_dir),
-            "data": str(data) if data else "corpus",
-            "student_config": str(config_file) if config_file else None,
-            **asdict(shape),
-            **asdict(options),
-        }
-        student_shape = {
-            k: getattr(config, k)
-            for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-        }
-        derived.write_derived_manifest(
-            out_dir,
-            parent,
-            name=Path(out).name,
-            tool="distill",
-            command=command,
-            arguments=arguments,
-            started_utc=started_utc,
-            started=started,
-            metrics=metrics,
-            extra={"model": {"architecture": type(student).__name__, "parameters": student_params, **student_shape}},
-        )
-    return {"out": str(Path(out).resolve()), "student": student_shape, **metrics}
+
+def _save_and_score(out_dir: Path, parent: Path, student, teacher, held_out, eval_len: int) -> dict:
+    """Save the student with the teacher's tokenizer; score what was saved and the teacher."""
+    from transformers import AutoModelForCausalLM
+
+    from tools.evaluate import model_perplexity
+
+    student.save_pretrained(out_dir, safe_serialization=True)
+    derived.copy_tokenizer_files(parent, out_dir)
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
+    student_ppl = model_perplexity(reloaded, held_out, eval_len)
+    teacher_ppl = model_perplexity(teacher, held_out, eval_len)
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    student_params = sum(p.numel() for p in student.parameters())
+    return {
+        "teacher_parameters": teacher_params,
+        "student_parameters": student_params,
+        "parameter_ratio": round(student_params / teacher_params, 4),
+        "held_out_perplexity": round(student_ppl, 3),
+        "teacher_held_out_perplexity": round(teacher_ppl, 3),
+        "perplexity_ratio": round(student_ppl / teacher_ppl, 4),
+        "scored_tokens": len(held_out) - 1,
+    }
+
+
+def _write_manifest(out_dir: Path, parent: Path, name: str, student, metrics: dict, run: dict) -> dict:
+    """Write the student's manifest (its shape under ``model``); return that shape."""
+    config = student.config
+    student_shape = {
+        k: getattr(config, k)
+        for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    }
+    model = {"architecture": type(student).__name__, "parameters": metrics["student_parameters"], **student_shape}
+    derived.write_derived_manifest(out_dir, parent, name=name, tool="distill", metrics=metrics,
+                                   extra={"model": model}, **run)
+    return student_shape
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

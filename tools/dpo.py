@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 
@@ -58,6 +60,9 @@ class DPOOptions:
             raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight!r}")
 
 
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
 def run_dpo(
     model_dir: str | Path,
     data: str | Path,
@@ -69,18 +74,16 @@ def run_dpo(
 ) -> dict:
     """Train, save a merged model with tokenizer and manifest into ``out``; return the JSON report."""
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
 
-    from tools.preference_eval import as_conversation, preference_accuracy, preference_scores
+    from tools.preference_eval import preference_accuracy, preference_scores
 
     options.validate()
-    parent = derived.check_model_dir(model_dir)
-    train_rows = derived.read_jsonl(data, ("prompt", "chosen", "rejected"))
-    eval_rows = derived.read_jsonl(held_out, ("prompt", "chosen", "rejected")) if held_out else train_rows
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    parent = require_model_dir(model_dir)
+    train_rows = derived.read_jsonl(data, PAIR_FIELDS)
+    eval_rows = derived.read_jsonl(held_out, PAIR_FIELDS) if held_out else train_rows
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
 
@@ -88,35 +91,34 @@ def run_dpo(
     model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
     reference_scores = preference_scores(model, tokenizer, eval_rows)
     before = preference_accuracy(model, tokenizer, eval_rows)
+    trained, history = train_dpo(model, tokenizer, train_rows, options, show_progress)
+    after = preference_accuracy(trained, tokenizer, eval_rows, reference_scores, options.beta)
 
-    peft_config = None
-    if options.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=options.lora_r, lora_alpha=options.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    metrics = {"held_out_before": before, "held_out_after": after, "loss_history": history}
+    arguments = {"model": str(model_dir), "data": str(data), "held_out": str(held_out), **asdict(options)}
+    with staged_output(out) as out_dir:
+        trained.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        derived.copy_tokenizer_files(parent, out_dir)
+        manifest = derived.write_derived_manifest(
+            out_dir, parent, name=Path(out).name, tool="dpo", command=command, arguments=arguments,
+            started_utc=started_utc, started=started, metrics=metrics,
         )
+    return {"out": str(Path(out).resolve()), "name": manifest["name"], **metrics}
+
+
+def train_dpo(model, tokenizer, rows: list[dict], options: DPOOptions, show_progress: bool) -> tuple[object, list]:
+    """Train with trl's DPOTrainer (its warmup-cosine schedule is the transformers one); return the trained
+    model, LoRA merged, in eval mode, and the losses the trainer logged."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from tools.preference_eval import as_conversation
+
+    peft_config = _lora_config(options) if options.lora else None
     with tempfile.TemporaryDirectory(prefix="turnout-dpo-") as scratch:
-        config = DPOConfig(
-            output_dir=scratch,
-            max_steps=options.steps,
-            per_device_train_batch_size=options.batch_size,
-            learning_rate=options.lr,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, options.steps // 10),
-            beta=options.beta,
-            loss_type=["sigmoid", "sft"] if options.sft_weight else ["sigmoid"],
-            loss_weights=[1.0, options.sft_weight] if options.sft_weight else None,
-            max_length=options.max_length,
-            logging_steps=max(1, options.steps // 10),
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            seed=options.seed,
-            disable_tqdm=not show_progress,
-            dataloader_num_workers=0,
-        )
-        dataset = Dataset.from_list([as_conversation(row) for row in train_rows])
+        config = _dpo_config(options, scratch, show_progress)
+        dataset = Dataset.from_list([as_conversation(row) for row in rows])
         trainer = DPOTrainer(
             model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
         )
@@ -128,26 +130,40 @@ def run_dpo(
     if options.lora:
         trained = trained.merge_and_unload()
     trained.eval()
-    after = preference_accuracy(trained, tokenizer, eval_rows, reference_scores, options.beta)
+    return trained, history
 
-    with derived.staged_output(out) as out_dir:
-        trained.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-        derived.copy_tokenizer_files(parent, out_dir)
-        metrics = {"held_out_before": before, "held_out_after": after, "loss_history": history}
-        arguments = {"model": str(model_dir), "data": str(data), "held_out": str(held_out), **asdict(options)}
-        manifest = derived.write_derived_manifest(
-            out_dir,
-            parent,
-            name=Path(out).name,
-            tool="dpo",
-            command=command,
-            arguments=arguments,
-            started_utc=started_utc,
-            started=started,
-            metrics=metrics,
-        )
-    return {"out": str(Path(out).resolve()), "name": manifest["name"], **metrics}
+
+def _lora_config(options: DPOOptions):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=options.lora_r, lora_alpha=options.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+
+
+def _dpo_config(options: DPOOptions, scratch: str, show_progress: bool):
+    """trl's settings for our options: CPU, no checkpoints (``scratch`` is thrown away), loss logged ~10 times."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=scratch,
+        max_steps=options.steps,
+        per_device_train_batch_size=options.batch_size,
+        learning_rate=options.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, options.steps // 10),
+        beta=options.beta,
+        loss_type=["sigmoid", "sft"] if options.sft_weight else ["sigmoid"],
+        loss_weights=[1.0, options.sft_weight] if options.sft_weight else None,
+        max_length=options.max_length,
+        logging_steps=max(1, options.steps // 10),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=options.seed,
+        disable_tqdm=not show_progress,
+        dataloader_num_workers=0,
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tools.artifact import make_readable, pad_token_id, prepare_output, require_model_dir, stop_token_ids
+from tools.artifact import check_out_dir, require_model_dir, staged_output
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 from tools.sft_data import Example, read_jsonl, split_held_out, tokenize_records
-from tools.sft_eval import collate, evaluate, reply_loss
+from tools.sft_eval import collate, evaluate, padding_id, reply_loss, reply_stop_ids
+from tools.training import CosineSchedule, optimizer_steps
 
 METHODS = ("lora", "qlora", "full")
 _DEFAULT_LR = {"lora": 2e-3, "qlora": 2e-3, "full": 3e-4}
@@ -122,11 +124,15 @@ def load_for_training(model_dir: Path, config: FinetuneConfig):
     return get_peft_model(base, lora)
 
 
-def _lr_at(step: int, total: int, config: FinetuneConfig) -> float:
-    if step < config.warmup_steps:
-        return config.peak_lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-    return config.peak_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def shuffled_batches(examples: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
+    """Batches of ``batch_size`` records, endlessly: each epoch a new seeded shuffle (the last batch of
+    an epoch may be smaller)."""
+    rng = random.Random(seed)
+    while True:
+        order = list(examples)
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
 
 
 def train(model, examples: list[Example], config: FinetuneConfig, pad_id: int, show_progress: bool) -> dict:
@@ -137,28 +143,21 @@ def train(model, examples: list[Example], config: FinetuneConfig, pad_id: int, s
         total = min(total, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
-    rng = random.Random(config.seed)
-    order: list[Example] = []
+    schedule = CosineSchedule(config.peak_lr, total, config.warmup_steps, floor_ratio=0.1)
+    batches = shuffled_batches(examples, config.batch_size, config.seed)
+
+    def mean_reply_loss(step: int) -> torch.Tensor:
+        loss_sum, count = reply_loss(model, collate(next(batches), pad_id))
+        return loss_sum / max(count, 1)
+
     losses: list[float] = []
     started = time.monotonic()
-    model.train()
-    progress = tqdm(range(total), desc=f"finetune ({config.method})", unit="step", disable=not show_progress)
-    for step in progress:
-        if not order:
-            order = list(examples)
-            rng.shuffle(order)
-        batch, order = order[:config.batch_size], order[config.batch_size:]
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, total, config)
-        loss_sum, count = reply_loss(model, collate(batch, pad_id))
-        loss = loss_sum / max(count, 1)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    progress = tqdm(total=total, desc=f"finetune ({config.method})", unit="step", disable=not show_progress)
+    for _, loss in optimizer_steps(model, optimizer, schedule, mean_reply_loss, total, config.grad_clip or None,
+                                   progress=progress):
         losses.append(loss.item())
         progress.set_postfix(loss=f"{losses[-1]:.3f}")
+    progress.close()
     model.eval()
     tail = losses[-max(1, steps_per_epoch):]
     return {
@@ -178,10 +177,26 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
 
     config.validate()
     base_dir = require_model_dir(model_dir, "--model")
+    out_dir = check_out_dir(out)
     started_utc, started = utc_now(), time.monotonic()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    train_examples, held_examples = load_examples(tokenizer, data, eval_data, config)
+    model = load_for_training(base_dir, config)
+    report = train_and_evaluate(model, tokenizer, train_examples, held_examples, config, show_progress)
+
+    arguments = {"model": str(base_dir), "data": str(data),
+                 "eval_data": None if eval_data is None else str(eval_data), **asdict(config)}
+    entry = lineage_entry("finetune", command, arguments, started_utc, time.monotonic() - started, report)
+    _save(out_dir, model, tokenizer, base_dir, config, entry)
+    report["out"] = str(out_dir)
+    return report
+
+
+def load_examples(tokenizer, data: str | Path, eval_data: str | Path | None,
+                  config: FinetuneConfig) -> tuple[list[Example], list[Example]]:
+    """(training examples, held-out examples): ``eval_data``, else a seeded share of ``data``."""
     records = read_jsonl(data)
     if eval_data is not None:
         train_records, held_records = records, read_jsonl(eval_data)
@@ -190,10 +205,14 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
     train_examples = tokenize_records(tokenizer, train_records, config.max_length, str(data))
     held_examples = tokenize_records(tokenizer, held_records[:config.max_eval], config.max_length,
                                      str(eval_data or data))
+    return train_examples, held_examples
 
-    model = load_for_training(base_dir, config)
-    stops = stop_token_ids(model, tokenizer)
-    pad_id = pad_token_id(tokenizer, stops)
+
+def train_and_evaluate(model, tokenizer, train_examples: list[Example], held_examples: list[Example],
+                       config: FinetuneConfig, show_progress: bool) -> dict[str, Any]:
+    """Evaluate the base model (unless ``eval_before`` is off), train, evaluate again; return the report."""
+    stops = reply_stop_ids(model, tokenizer)
+    pad_id = padding_id(tokenizer, stops)
 
     def run_eval(stage: str) -> dict:
         if show_progress:
@@ -210,26 +229,24 @@ def finetune(model_dir: str | Path, data: str | Path, out: str | Path, config: F
                 report["before"] = run_eval("the base model")
     report["train"] = train(model, train_examples, config, pad_id, show_progress)
     report["after"] = run_eval("the fine-tuned model")
+    return report
 
-    out_dir = prepare_output(out)
+
+def _save(out_dir: Path, model, tokenizer, base_dir: Path, config: FinetuneConfig, entry: dict[str, Any]) -> None:
+    """Write the model (full) or the adapter (lora, qlora), the tokenizer and the manifest into ``out_dir``."""
     parent_name, parent_lineage = parent_record(base_dir)
-    entry = lineage_entry("finetune", command, {"model": str(base_dir), "data": str(data),
-                                                "eval_data": None if eval_data is None else str(eval_data),
-                                                **asdict(config)},
-                          started_utc, time.monotonic() - started, report)
     info: dict[str, Any] = {"name": out_dir.name, "base_model": parent_name, "lineage": [*parent_lineage, entry]}
-    if config.method == "full":
-        model.save_pretrained(out_dir, safe_serialization=True)
-    else:
-        model.save_pretrained(out_dir)
+    if config.method != "full":
         info["adapter"] = {
             "type": "lora", "base_model": parent_name, "base_path": str(base_dir.resolve()),
             "method": config.method, "r": config.lora_r, "alpha": config.lora_alpha,
             "dropout": config.lora_dropout, "target_modules": config.target_modules,
             "base_quantization": "bitsandbytes nf4 (training only)" if config.method == "qlora" else None,
         }
-    tokenizer.save_pretrained(out_dir)
-    make_readable(out_dir)
-    write_manifest(out_dir, info)
-    report["out"] = str(out_dir)
-    return report
+    with staged_output(out_dir) as staging:
+        if config.method == "full":
+            model.save_pretrained(staging, safe_serialization=True)
+        else:
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_manifest(staging, info)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tools.artifact import make_readable, prepare_output, require_adapter_dir, require_model_dir
+from tools.artifact import check_out_dir, require_adapter_dir, require_model_dir, staged_output
 from tools.manifest import lineage_entry, parent_record, utc_now, write_manifest
 
 
@@ -27,6 +27,7 @@ def merge(base_dir: str | Path, adapter_dir: str | Path, out: str | Path, comman
 
     base_path = require_model_dir(base_dir, "--base")
     adapter_path = require_adapter_dir(adapter_dir, "--adapter")
+    out_dir = check_out_dir(out)
     started_utc, started = utc_now(), time.monotonic()
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
@@ -34,17 +35,17 @@ def merge(base_dir: str | Path, adapter_dir: str | Path, out: str | Path, comman
     tokenizer_source = adapter_path if (adapter_path / "tokenizer_config.json").is_file() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
 
-    out_dir = prepare_output(out)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    make_readable(out_dir)
     base_name, base_lineage = parent_record(base_path)
     adapter_name, adapter_lineage = parent_record(adapter_path)
-    entry = lineage_entry("merge", command, {"base": str(base_path), "adapter": str(adapter_path)}, started_utc,
-                          time.monotonic() - started,
-                          {"parameters": sum(p.numel() for p in model.parameters()), "adapter": adapter_name})
-    return write_manifest(out_dir, {
-        "name": out_dir.name,
-        "base_model": base_name,
-        "lineage": [*merged_lineage(base_lineage, adapter_lineage), entry],
-    })
+    with staged_output(out_dir) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        entry = lineage_entry("merge", command, {"base": str(base_path), "adapter": str(adapter_path)}, started_utc,
+                              time.monotonic() - started,
+                              {"parameters": sum(p.numel() for p in model.parameters()), "adapter": adapter_name})
+        manifest = write_manifest(staging, {
+            "name": out_dir.name,
+            "base_model": base_name,
+            "lineage": [*merged_lineage(base_lineage, adapter_lineage), entry],
+        })
+    return manifest

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tools.evaluate import model_perplexity
 from tools.packing import sample_batch
+from tools.training import CosineSchedule, adamw_without_decay_on_vectors, bf16_autocast, optimizer_steps
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class PretrainConfig:
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
 
+    def schedule(self) -> CosineSchedule:
+        return CosineSchedule(self.lr, self.steps, self.warmup_steps, self.min_lr_ratio)
+
 
 @dataclass
 class PretrainResult:
@@ -138,13 +143,25 @@ class PretrainResult:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
-def lr_at(config: PretrainConfig, step: int) -> float:
-    """Linear warmup over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+@dataclass
+class _HeldOutRecord:
+    """The held-out evaluations so far, and the best one: its step, perplexity and weights."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_perplexity: float = math.inf
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    evals_without_gain: int = 0
+
+    def add(self, model: torch.nn.Module, step: int, train_loss: float, perplexity: float) -> None:
+        self.history.append(
+            {"step": step, "train_loss": round(train_loss, 4), "held_out_perplexity": round(perplexity, 3)}
+        )
+        if perplexity < self.best_perplexity:
+            self.best_perplexity, self.best_step, self.evals_without_gain = perplexity, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.evals_without_gain += 1
 
 
 def pretrain(
@@ -157,77 +174,74 @@ def pretrain(
     show_progress: bool = True,
 ) -> PretrainResult:
     """Train from a seeded random init and return the model holding the best held-out weights."""
+    _check_fits(shape, config)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(shape.llama_config(vocab_size, eos_id))
+    optimizer = adamw_without_decay_on_vectors(model, config.lr, config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def window_loss(step: int) -> torch.Tensor:
+        inputs, targets = sample_batch(train, config.batch_size, config.seq_len, generator)
+        with bf16_autocast(config.bf16_autocast):
+            logits = model(input_ids=inputs).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    start = time.monotonic()
+    record = _HeldOutRecord()
+    steps_done, stop_reason = _train_until_stop(model, optimizer, window_loss, held_out, config, record, start,
+                                                show_progress)
+    _keep_the_best(model, record, held_out, config.seq_len, steps_done)
+    return PretrainResult(
+        model=model,
+        best_step=record.best_step,
+        best_held_out_perplexity=round(record.best_perplexity, 3),
+        steps_done=steps_done,
+        tokens_seen=steps_done * config.batch_size * config.seq_len,
+        tokens_seen_at_best=record.best_step * config.batch_size * config.seq_len,
+        seconds=round(time.monotonic() - start, 1),
+        stop_reason=stop_reason,
+        history=record.history,
+    )
+
+
+def _keep_the_best(model, record: _HeldOutRecord, held_out: torch.Tensor, seq_len: int, steps_done: int) -> None:
+    """Put the best evaluated weights back into ``model`` (left in eval mode)."""
+    if record.best_state is None:  # stopped before the first evaluation: score what we have
+        record.best_perplexity = model_perplexity(model, held_out, seq_len)
+        record.best_step = steps_done
+    else:
+        model.load_state_dict(record.best_state)
+    model.eval()
+
+
+def _check_fits(shape: ModelShape, config: PretrainConfig) -> None:
     shape.validate()
     config.validate()
     if config.seq_len > shape.max_position_embeddings:
         raise ValueError(
             f"seq_len {config.seq_len} exceeds max_position_embeddings {shape.max_position_embeddings}"
         )
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(shape.llama_config(vocab_size, eos_id))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    budget = config.max_minutes * 60.0
-    start = time.monotonic()
-    best_ppl, best_step, best_state = math.inf, 0, None
-    history: list[dict[str, float]] = []
-    evals_without_gain, step, stop_reason = 0, 0, "steps"
+
+
+def _train_until_stop(model, optimizer, window_loss, held_out: torch.Tensor, config: PretrainConfig,
+                      record: _HeldOutRecord, start: float, show_progress: bool) -> tuple[int, str]:
+    """Train, evaluating every ``eval_every`` steps into ``record``; return (steps done, why it stopped)."""
+    deadline = start + config.max_minutes * 60.0
     bar = tqdm(total=config.steps, desc="pretrain", disable=not show_progress, dynamic_ncols=True)
-    while step < config.steps:
-        elapsed = time.monotonic() - start
-        if elapsed >= budget:
-            stop_reason = "max_minutes"
+    steps_done, stop_reason = 0, "steps"
+    for steps_done, loss in optimizer_steps(model, optimizer, config.schedule(), window_loss, config.steps,
+                                            config.grad_clip, deadline, bar):
+        if steps_done % config.eval_every and steps_done != config.steps:
+            continue
+        ppl = model_perplexity(model, held_out, config.seq_len)
+        record.add(model, steps_done, loss.item(), ppl)
+        bar.set_postfix(loss=f"{loss.item():.3f}", held_out_ppl=f"{ppl:.1f}", best=f"{record.best_perplexity:.1f}")
+        if record.evals_without_gain >= config.patience:
+            stop_reason = "early_stop"
             break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, step)
-        model.train()
-        inputs, targets = sample_batch(train, config.batch_size, config.seq_len, generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16_autocast):
-            logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        if step % config.eval_every == 0 or step == config.steps:
-            ppl = model_perplexity(model, held_out, config.seq_len)
-            history.append(
-                {"step": step, "train_loss": round(loss.item(), 4), "held_out_perplexity": round(ppl, 3)}
-            )
-            bar.set_postfix(
-                loss=f"{loss.item():.3f}", held_out_ppl=f"{ppl:.1f}", best=f"{min(ppl, best_ppl):.1f}"
-            )
-            if ppl < best_ppl:
-                best_ppl, best_step, evals_without_gain = ppl, step, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                evals_without_gain += 1
-                if evals_without_gain >= config.patience:
-                    stop_reason = "early_stop"
-                    break
-    bar.close()
-    if best_state is None:  # stopped before the first evaluation: score what we have
-        best_ppl, best_step = model_perplexity(model, held_out, config.seq_len), step
     else:
-        model.load_state_dict(best_state)
-    model.eval()
-    return PretrainResult(
-        model=model,
-        best_step=best_step,
-        best_held_out_perplexity=round(best_ppl, 3),
-        steps_done=step,
-        tokens_seen=step * config.batch_size * config.seq_len,
-        tokens_seen_at_best=best_step * config.batch_size * config.seq_len,
-        seconds=round(time.monotonic() - start, 1),
-        stop_reason=stop_reason,
-        history=history,
-    )
+        if steps_done < config.steps:  # the loop reached the deadline
+            stop_reason = "max_minutes"
+    bar.close()
+    return steps_done, stop_reason

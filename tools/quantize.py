@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tools import derived
+from tools.artifact import check_out_dir, require_model_dir, staged_output
+from tools.manifest import utc_now
 from tools.options import add_fields, from_args
 
 METHODS = ("int8", "nf4", "gptq")
@@ -184,86 +186,108 @@ def run_quantize(
 ) -> dict:
     """Quantize into ``out`` (weights, tokenizer, manifest); return the JSON report."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tools.evaluate import model_perplexity
+    from transformers import AutoTokenizer
 
     options.validate()
-    parent = derived.check_model_dir(model_dir)
-    derived.check_out_dir(out)
-    started, started_utc = time.monotonic(), derived.utc_now()
+    parent = require_model_dir(model_dir)
+    check_out_dir(out)
+    started, started_utc = time.monotonic(), utc_now()
     torch.set_num_threads(options.threads)
     if not show_progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(parent)
+    with staged_output(out) as out_dir:
+        padded, modules = _write_quantized(out_dir, parent, tokenizer, options)
+        metrics = _score_against_parent(out_dir, parent, tokenizer)
+        quantization = _quantization_record(options, padded, modules)
+        derived.write_derived_manifest(
+            out_dir, parent, name=Path(out).name, tool="quantize", command=command,
+            arguments={"model": str(model_dir), **asdict(options)}, started_utc=started_utc, started=started,
+            metrics=metrics, quantization=quantization,
+        )
+    return {"out": str(Path(out).resolve()), "quantization": quantization, **metrics}
+
+
+def _write_quantized(out_dir: Path, parent: Path, tokenizer, options: QuantizeOptions):
+    """Quantize ``parent`` (its feed-forward padded first, if ``options`` ask) and save it with the tokenizer
+    into ``out_dir``; return (the padding done or None, quantized_modules of the result)."""
+    import torch
+
     method = options.method
     calibration = _calibration_texts(parent, options) if method == "gptq" else []
     config = _quantization_config(method, options, tokenizer, calibration)
     # GPTQ kernels and vLLM expect half-precision activations and scales; the others keep fp32 compute.
     dtype = torch.float16 if method == "gptq" else torch.float32
-    with derived.staged_output(out) as out_dir:
-        with tempfile.TemporaryDirectory(prefix="turnout-quantize-") as scratch:
-            source = parent
-            padded = None
-            if options.padding:
-                model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
-                padded = pad_feed_forward(model, options.padding)
-                if padded is not None:
-                    source = Path(scratch)
-                    model.save_pretrained(source)
-                    derived.copy_tokenizer_files(parent, source)
-                del model
-            quantized = _quantize(source, method, config, dtype)
-            modules = quantized_modules(quantized)
-            quantized.save_pretrained(out_dir)
-        if method == "gptq":
-            _strip_calibration(out_dir)
-        derived.copy_tokenizer_files(parent, out_dir)
-        if not (out_dir / "tokenizer.json").is_file():
-            tokenizer.save_pretrained(out_dir)
+    with tempfile.TemporaryDirectory(prefix="turnout-quantize-") as scratch:
+        source, padded = _padded_copy(parent, options.padding, Path(scratch))
+        quantized = _quantize(source, method, config, dtype)
+        modules = quantized_modules(quantized)
+        quantized.save_pretrained(out_dir)
+    if method == "gptq":
+        _strip_calibration(out_dir)
+    derived.copy_tokenizer_files(parent, out_dir)
+    if not (out_dir / "tokenizer.json").is_file():
+        tokenizer.save_pretrained(out_dir)
+    return padded, modules
 
-        # Score what the server will load, loaded the way the HF backend loads it.
-        _, held_out, seq_len = derived.corpus_streams(tokenizer, parent, chat=False)
-        reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
-        ppl = model_perplexity(reloaded, held_out, seq_len)
-        parent_ppl = model_perplexity(AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32), held_out, seq_len)
-        metrics = {
-            "held_out_perplexity": round(ppl, 3),
-            "parent_held_out_perplexity": round(parent_ppl, 3),
-            "perplexity_change_pct": round(100 * (ppl / parent_ppl - 1), 2),
-            "weight_bytes": derived.directory_bytes(out_dir),
-            "parent_weight_bytes": derived.directory_bytes(parent),
-        }
-        quantization = {
-            "method": method,
-            "bits": BITS[method],
-            "group_size": {"int8": "per-channel", "nf4": 64, "gptq": options.group_size}[method],
-            "library": {"int8": "torchao", "nf4": "bitsandbytes", "gptq": "gptqmodel+optimum"}[method],
-            "padded_intermediate_size": padded,
-            "calibration": (
-                f"{options.calibration_samples} x {options.calibration_chars} characters of the training split"
-                if method == "gptq"
-                else None
-            ),
-            "quantized_linear_layers": modules["quantized"],
-            "full_precision_modules": modules["full_precision"],
-        }
-        arguments = {"model": str(model_dir), **asdict(options)}
-        derived.write_derived_manifest(
-            out_dir,
-            parent,
-            name=Path(out).name,
-            tool="quantize",
-            command=command,
-            arguments=arguments,
-            started_utc=started_utc,
-            started=started,
-            metrics=metrics,
-            quantization=quantization,
-        )
-    return {"out": str(Path(out).resolve()), "quantization": quantization, **metrics}
+
+def _padded_copy(parent: Path, multiple: int, scratch: Path) -> tuple[Path, dict[str, int] | None]:
+    """(the directory to quantize, the padding done): a copy of ``parent`` in ``scratch`` with its feed-forward
+    zero-padded to a multiple of ``multiple``, or ``parent`` itself when there is nothing to pad."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not multiple:
+        return parent, None
+    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+    padded = pad_feed_forward(model, multiple)
+    if padded is None:
+        return parent, None
+    model.save_pretrained(scratch)
+    derived.copy_tokenizer_files(parent, scratch)
+    return scratch, padded
+
+
+def _score_against_parent(out_dir: Path, parent: Path, tokenizer) -> dict:
+    """Held-out perplexity and weight bytes of the quantized model and of its parent."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tools.evaluate import model_perplexity
+
+    # Score what the server will load, loaded the way the HF backend loads it.
+    _, held_out, seq_len = derived.corpus_streams(tokenizer, parent, chat=False)
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    ppl = model_perplexity(reloaded, held_out, seq_len)
+    parent_ppl = model_perplexity(AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32), held_out, seq_len)
+    return {
+        "held_out_perplexity": round(ppl, 3),
+        "parent_held_out_perplexity": round(parent_ppl, 3),
+        "perplexity_change_pct": round(100 * (ppl / parent_ppl - 1), 2),
+        "weight_bytes": derived.directory_bytes(out_dir),
+        "parent_weight_bytes": derived.directory_bytes(parent),
+    }
+
+
+def _quantization_record(options: QuantizeOptions, padded: dict[str, int] | None, modules: dict) -> dict:
+    """The manifest's ``quantization``: how the weights were quantized, and which stayed full precision."""
+    method = options.method
+    return {
+        "method": method,
+        "bits": BITS[method],
+        "group_size": {"int8": "per-channel", "nf4": 64, "gptq": options.group_size}[method],
+        "library": {"int8": "torchao", "nf4": "bitsandbytes", "gptq": "gptqmodel+optimum"}[method],
+        "padded_intermediate_size": padded,
+        "calibration": (
+            f"{options.calibration_samples} x {options.calibration_chars} characters of the training split"
+            if method == "gptq"
+            else None
+        ),
+        "quantized_linear_layers": modules["quantized"],
+        "full_precision_modules": modules["full_precision"],
+    }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

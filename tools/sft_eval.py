@@ -26,6 +26,26 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def reply_stop_ids(model, tokenizer) -> list[int]:
+    """Every token that ends a reply: the generation config's EOS ids, the tokenizer's EOS and, for chat
+    templates, the end-of-turn marker."""
+    ids: list[int] = []
+    candidates = [getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id]
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    for value in (*candidates, end_of_turn):
+        for token in value if isinstance(value, list) else [value]:
+            if isinstance(token, int) and token not in ids:
+                ids.append(token)
+    return ids
+
+
+def padding_id(tokenizer, stops: list[int]) -> int:
+    """The tokenizer's pad id, else the first stop token (padding is masked out, so any id would do)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return stops[0] if stops else 0
+
+
 def reply_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """(summed next-token cross-entropy over labelled tokens, number of them)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -2,6 +2,7 @@
 the artifacts they write (files, manifest, lineage) and that merging changes nothing about the outputs."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -123,3 +124,62 @@ def test_bad_options_are_refused_with_the_value(random_models, data, tmp_path, c
     code = tools_main(["merge", "--base", str(random_models["llama"]), "--adapter", str(tmp_path),
                        "--out", str(tmp_path / "y")])
     assert code == 2 and "adapter_config.json" in capsys.readouterr().err
+
+
+def _save_fails_at_the_manifest(written: list[str]):
+    """A write_manifest that fails like a full disk, half-way through the manifest, after the tool has
+    written everything else; `written` gets what was in the staging directory by then."""
+
+    def write_manifest(directory, info):
+        written.extend(sorted(p.name for p in directory.iterdir()))
+        (directory / "manifest.json").write_text('{"format_version": 2, "na')
+        raise OSError(28, "No space left on device")
+
+    return write_manifest
+
+
+def _contents(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_a_finetune_that_fails_while_saving_leaves_the_previous_artifact(lora_adapter, random_models, data,
+                                                                        tmp_path, monkeypatch):
+    out = tmp_path / "adapter"
+    shutil.copytree(lora_adapter, out)
+    before = _contents(out)
+    written: list[str] = []
+    monkeypatch.setattr("tools.finetune.write_manifest", _save_fails_at_the_manifest(written))
+    with pytest.raises(OSError, match="No space left"):
+        tools_main(["finetune", "--model", str(random_models["llama"]), "--data", str(data), "--out", str(out),
+                    "--lora-r", "4", "--no-eval-before", *TRAINING])
+    assert "adapter_model.safetensors" in written  # the failure came after the new weights were written
+    assert _contents(out) == before and verify_artifact(out) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no staging directory left behind
+
+
+def test_a_merge_that_fails_while_saving_leaves_the_previous_artifact(lora_adapter, random_models, tmp_path,
+                                                                     monkeypatch):
+    out = tmp_path / "merged"
+    argv = ["merge", "--base", str(random_models["llama"]), "--adapter", str(lora_adapter), "--out", str(out)]
+    assert tools_main(argv) == 0
+    before = _contents(out)
+    written: list[str] = []
+    monkeypatch.setattr("tools.merge.write_manifest", _save_fails_at_the_manifest(written))
+    with pytest.raises(OSError, match="No space left"):
+        tools_main(argv)
+    assert "model.safetensors" in written
+    assert _contents(out) == before and verify_artifact(out) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
+def test_finetune_and_merge_refuse_a_foreign_directory_before_any_work(lora_adapter, random_models, data, tmp_path,
+                                                                      monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    monkeypatch.setattr("tools.finetune.load_for_training", lambda *args: pytest.fail("loaded before checking --out"))
+    code = tools_main(["finetune", "--model", str(random_models["llama"]), "--data", str(data),
+                       "--out", str(tmp_path), *TRAINING])
+    assert code == 2 and "not empty and holds no manifest.json" in capsys.readouterr().err
+    code = tools_main(["merge", "--base", str(random_models["llama"]), "--adapter", str(lora_adapter),
+                       "--out", str(tmp_path)])
+    assert code == 2 and "not empty and holds no manifest.json" in capsys.readouterr().err
+    assert _contents(tmp_path) == {"notes.txt": b"keep me"}

@@ -16,7 +16,7 @@ from tools.corpus import clean_text, split_corpus
 from tools.evaluate import unigram_perplexity
 from tools.manifest import file_digests, read_manifest, verify_digests
 from tools.packing import eval_windows
-from tools.pretrain import ModelShape, PretrainConfig, lr_at
+from tools.pretrain import ModelShape, PretrainConfig
 from tools.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
 
 MESSAGES = [
@@ -126,11 +126,11 @@ def test_eval_windows_predict_every_token_once():
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
-    config = PretrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
-    assert lr_at(config, 0) == pytest.approx(1e-4)
-    assert lr_at(config, 10) == pytest.approx(1e-3)
-    assert lr_at(config, 60) == pytest.approx(0.55e-3)
-    assert lr_at(config, 110) == pytest.approx(1e-4)
+    lr_at = PretrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1).schedule().lr
+    assert lr_at(0) == pytest.approx(1e-4)
+    assert lr_at(10) == pytest.approx(1e-3)
+    assert lr_at(60) == pytest.approx(0.55e-3)
+    assert lr_at(110) == pytest.approx(1e-4)
 
 
 def test_tiny_pretrain_builds_a_loadable_verified_model(tmp_path, tokenizer_dir):
