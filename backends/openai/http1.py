@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -222,6 +223,21 @@ class Response:
         self.close()
 
 
+# RFC 9110: a header name is a token; a value is visible characters, spaces and tabs (no CR or LF, which would
+# end the line and let a value smuggle in headers or a whole second request). Targets are visible ASCII.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """`Name: value\\r\\n` lines; ValueError for a name or value that could break out of its line."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(f"refusing an HTTP header that could break out of its line: {name!r}: {value!r}")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+
+
 class ConnectionPool:
     """Keep-alive connections to the origin of `url`, at most `max_connections` open at once (a request
     beyond that waits for one to be released)."""
@@ -238,7 +254,7 @@ class ConnectionPool:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.keepalive_timeout = keepalive_timeout
         fixed = {"Host": parts.netloc, "User-Agent": "turnout", **(headers or {})}
-        self._fixed_headers = "".join(f"{name}: {value}\r\n" for name, value in fixed.items()).encode("latin-1")
+        self._fixed_headers = header_lines(fixed)
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []  # most recently used last: reuse warm connections first
         self._open: set[_Connection] = set()
@@ -247,11 +263,13 @@ class ConnectionPool:
                       headers: dict[str, str] | None = None) -> Response:
         """Send one request and wait for its response head (`read_timeout`). A reused connection that turns
         out to be stale is retried once, on a new connection."""
-        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        extra = dict(headers or {})
         if body or method not in ("GET", "HEAD"):
-            extra += f"Content-Length: {len(body)}\r\n"
+            extra["Content-Length"] = str(len(body))
+        if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+            raise ValueError(f"not an HTTP method and request target: {method!r} {target!r}")
         message = b"%s %s HTTP/1.1\r\n%s%s\r\n%s" % (
-            method.encode(), target.encode(), self._fixed_headers, extra.encode("latin-1"), body)
+            method.encode(), target.encode(), self._fixed_headers, header_lines(extra), body)
         await self._slots.acquire()
         connection = None
         try:

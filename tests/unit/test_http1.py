@@ -307,3 +307,16 @@ async def test_https_verifies_the_upstreams_certificate():
         with pytest.raises(HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
             await get(pool)
         await pool.close()
+
+
+@pytest.mark.parametrize("headers", [{"X-Request-Id": "a\r\nEvil: 1"}, {"X-Request-Id": "a\nb"},
+                                     {"X-Bad\r\nName": "v"}, {"Sp ace": "v"}, {"": "v"}, {"X": "caf\u00e9\u2603"}])
+async def test_a_header_that_could_break_out_of_its_line_is_refused_before_anything_is_sent(headers):
+    pool = ConnectionPool("http://127.0.0.1:9")  # nothing listens: a refused header never gets that far
+    with pytest.raises(ValueError, match="break out of its line"):
+        await pool.request("POST", "/v1/completions", b"{}", headers)
+    with pytest.raises(ValueError, match="break out of its line"):
+        ConnectionPool("http://127.0.0.1:9", headers=headers)
+    with pytest.raises(ValueError, match="request target"):
+        await pool.request("GET", "/v1/models HTTP/1.1\r\nHost: evil")
+    await pool.close()
