@@ -92,7 +92,7 @@ class GrammarCompiler:
         if self._setup is None:
             self._setup = self._setup_thread.submit(self._prepare)
         try:
-            return await asyncio.wrap_future(self._setup)
+            return await asyncio.shield(asyncio.wrap_future(self._setup))  # one leaving must not cancel it
         except Exception:
             self._setup = None  # not cached: the next request tries again
             raise

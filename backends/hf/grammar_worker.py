@@ -1,14 +1,15 @@
 """A grammar compiler in a process of its own, so a compile can be stopped: a thread cannot be.
 
-`CompileWorker` is the parent's handle on one such process. The process gets the tokenizer's xgrammar
-`TokenizerInfo` once, then compiles one schema at a time and sends back the serialized grammar, which the
-parent loads next to its own copy of the tokenizer info. A compile that runs past its time or memory limit,
-or whose request is abandoned, is stopped by killing the process; a fresh one starts at once, so the next
-schema does not wait for it.
+`CompileWorker` is the parent's handle on one such process (grammar_process.py is what runs inside it). The
+process gets the tokenizer's xgrammar `TokenizerInfo` once, then compiles one schema at a time and sends back
+the serialized grammar, which the parent loads next to its own copy of the tokenizer info. A compile that
+runs past its time or memory limit, or whose request is abandoned, is stopped by killing the process; a
+fresh one starts at once, so the next schema does not wait for it.
 
 Processes come from a forkserver (the parent runs torch and the engine's threads, so it must never fork)
 that has imported xgrammar once: a replacement is ready in ~10 ms instead of the ~2 s a fresh interpreter
-spends importing torch. The worker runs at a lower CPU priority, so on a busy machine decoding wins the CPU.
+spends importing torch. The worker runs at a lower CPU priority, so on a busy machine decoding wins the CPU,
+and exits by itself, even mid-compile, when the server is gone.
 """
 
 from __future__ import annotations
@@ -16,19 +17,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from backends.errors import InvalidRequest, Unavailable
+from backends.hf.grammar_process import GRAMMAR, READY, REJECTED, TOO_LARGE, serve
 from backends.hf.schema_check import PARAM
 
-_READY = b"ready"
-_GRAMMAR, _REJECTED, _TOO_LARGE = b"G", b"E", b"L"
 _BOOT_TIMEOUT_S = 120.0
 _MEMORY_POLL_S = 0.05
-_NICENESS = 10
-_XGRAMMAR_LOCATION = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")  # "[09:52:31] /project/cpp/x.cc:4950: "
 
 
 @dataclass(frozen=True)
@@ -37,33 +34,6 @@ class CompileLimits:
     memory_bytes: int
     max_compiled_bytes: int
     threads: int
-
-
-def serve(conn, threads: int, max_compiled_bytes: int) -> None:
-    """The worker process: compile each schema text it is sent, until the parent goes away."""
-    os.nice(_NICENESS)
-    import xgrammar
-
-    info = xgrammar.TokenizerInfo.deserialize_json(conn.recv_bytes().decode())
-    # No cache here: the parent caches grammars by schema, and a second copy would only hold memory.
-    compiler = xgrammar.GrammarCompiler(info, max_threads=threads, cache_enabled=False)
-    conn.send_bytes(_READY)
-    while True:
-        try:
-            schema = conn.recv_bytes().decode()
-        except EOFError:
-            return
-        try:
-            compiled = compiler.compile_json_schema(schema, any_whitespace=False)
-        except Exception as exc:  # xgrammar raises RuntimeError/ValueError variants for schema problems
-            conn.send_bytes(_REJECTED + _XGRAMMAR_LOCATION.sub("", str(exc)).encode())
-            continue
-        grammar = compiled.serialize_json().encode()
-        del compiled
-        if len(grammar) > max_compiled_bytes:
-            conn.send_bytes(_TOO_LARGE + str(len(grammar)).encode())
-        else:
-            conn.send_bytes(_GRAMMAR + grammar)
 
 
 def _forkserver():
@@ -102,8 +72,8 @@ class CompileWorker:
         """The xgrammar CompiledGrammar of a schema text; InvalidRequest for a schema it rejects or one past
         a limit (the process is then replaced), Unavailable if the process cannot start."""
         self.start()
-        try:
-            await asyncio.wrap_future(self._booted)
+        try:  # shielded: cancelling a request must not cancel a start queued behind a killed compile
+            await asyncio.shield(asyncio.wrap_future(self._booted))
         except Unavailable:
             self._booted = None  # the next compile tries again
             raise
@@ -169,7 +139,7 @@ class CompileWorker:
         self.num_started += 1
         try:
             self._conn.send_bytes(self._info_json)
-            if self._conn.poll(_BOOT_TIMEOUT_S) and self._conn.recv_bytes() == _READY:
+            if self._conn.poll(_BOOT_TIMEOUT_S) and self._conn.recv_bytes() == READY:
                 return
         except (EOFError, OSError):
             pass
@@ -191,12 +161,14 @@ class CompileWorker:
                 code = process.exitcode
             raise _WorkerDied(f"exit code {code}" if code is not None else type(exc).__name__) from None
         tag, body = reply[:1], reply[1:]
-        if tag == _REJECTED:
+        if tag == REJECTED:
             raise InvalidRequest(f"unsupported or invalid JSON schema: {body.decode()}", param=PARAM)
-        if tag == _TOO_LARGE:
+        if tag == TOO_LARGE:
             raise InvalidRequest(f"the JSON schema compiles to a {int(body) >> 20} MiB grammar, over the "
                                  f"{self._limits.max_compiled_bytes >> 20} MiB limit (grammar_max_compiled_mb)",
                                  param=PARAM)
+        if tag != GRAMMAR:
+            raise _WorkerDied(f"it answered {reply[:40]!r}")
         return xgrammar.CompiledGrammar.deserialize_json(body.decode(), self._info)
 
     def _resident_bytes(self) -> int:

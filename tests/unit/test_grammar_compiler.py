@@ -136,6 +136,24 @@ async def test_cancelling_the_only_waiter_kills_the_compile(make_compiler, token
     assert accepts(constraint, tokenizer, '{"children": []}')
 
 
+async def test_requests_that_leave_while_the_replacement_starts_do_not_break_it(make_compiler, tokenizer):
+    compiler = make_compiler(grammar_compile_workers=1, grammar_compile_timeout_s=30)
+    await compiler.constraints(SMALL, 1)
+    for attempt in range(3):
+        killed = asyncio.ensure_future(compiler.constraints(optional_strings(300, f"killed{attempt}"), 1))
+        await wait_until(lambda: compiler.num_in_flight == 1)
+        queued = asyncio.ensure_future(compiler.constraints(optional_strings(3, f"queued{attempt}"), 1))
+        await wait_until(lambda: compiler.num_in_flight == 2)
+        compiles = compiler.num_compiles
+        killed.cancel()  # kills the process; `queued` then gets the worker while its replacement starts
+        while compiler.num_compiles == compiles:
+            await asyncio.sleep(0)
+        queued.cancel()
+        await asyncio.gather(killed, queued, return_exceptions=True)
+    [constraint] = await compiler.constraints(TREE, 1)
+    assert accepts(constraint, tokenizer, '{"children": []}')
+
+
 async def test_one_of_two_waiters_leaving_keeps_the_compile_for_the_other(make_compiler):
     compiler = make_compiler(grammar_compile_workers=1, grammar_compile_timeout_s=30)
     await compiler.constraints(SMALL, 1)
