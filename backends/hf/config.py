@@ -36,28 +36,28 @@ class HFEngineConfig:
     mapping is accepted too). A request whose `model` is an adapter's name runs with that adapter, in the
     same batches as everyone else."""
     grammar_max_schema_bytes: int = 32 * 1024
-    """Largest `response_format` JSON schema compiled, in bytes of its compact JSON; a bigger one is a 400. The
-    compile cost grows faster than the schema (300 optional properties, 10 KB: ~3.5 s and a 40 MB grammar)."""
+    """Largest `response_format` JSON schema compiled, in bytes of its compact JSON; a bigger one is a 400.
+    Compile cost grows faster than the schema (600 optional string properties, 20 KB: seconds)."""
     grammar_max_schema_depth: int = 64
     """Deepest nesting of objects and arrays in a schema document (ten levels of nested objects are ~21)."""
     grammar_compile_timeout_s: float = 10.0
-    """Longest a schema may compile (in the compiler process, from the start of its compile to its grammar
-    arriving here); past it the compile is killed and the request gets a 400."""
-    grammar_compile_memory_mb: int = 2048
-    """Most resident memory a compiler process may reach while compiling (its ~0.5 GB of Python, torch and
-    xgrammar included); past it the compile is killed and the request gets a 400."""
+    """Most CPU time a schema's trial compile may take (in its compiler process; CPU time, so a busy machine
+    does not turn a good schema into a 400); past it the trial is killed and the request gets a 400. A trial
+    that has not finished after 3x this in wall time is killed too, as Overloaded (503)."""
+    grammar_compile_memory_mb: int = 1024
+    """Most resident memory a compiler process may reach (its ~0.5 GB of Python, torch and xgrammar
+    included); past it the trial is killed and the request gets a 400."""
     grammar_max_compiled_mb: int = 64
-    """Largest compiled grammar (xgrammar's serialized form, which crosses from the compiler process) accepted;
-    a bigger one is a 400."""
+    """Largest compiled grammar accepted, in MiB of memory (xgrammar's estimate); a bigger one is a 400."""
     grammar_compile_workers: int = 2
-    """Compiler processes: how many distinct schemas compile at once (each holds ~0.5 GB, started at the first
-    schema, replaced when killed)."""
+    """Compiler processes, and so distinct schemas compiling at once (each holds ~0.5 GB, started at the
+    first response_format request, replaced when killed)."""
     grammar_compile_threads: int = 1
-    """xgrammar threads per compiler process."""
+    """xgrammar threads per compile."""
     grammar_compile_queue: int = 8
     """Most distinct schemas waiting for a free compiler process; one more gets a 503 (Overloaded)."""
     grammar_cache_mb: int = 256
-    """Memory (xgrammar's own estimate) the compiled grammars cached by schema may hold; least recently used
+    """Memory (xgrammar's estimate) the compiled grammars cached by schema may hold; least recently used
     ones go first."""
 
     def __post_init__(self) -> None:

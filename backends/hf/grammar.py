@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ import torch
 from backends.errors import Overloaded
 from backends.hf.config import HFEngineConfig
 from backends.hf.grammar_cache import GrammarCache
+from backends.hf.grammar_process import NICENESS
 from backends.hf.grammar_worker import CompileLimits, CompileWorker
 from backends.hf.schema_check import PARAM, check_schema_refs, schema_text
 
@@ -46,8 +50,11 @@ class GrammarCompiler:
     3. else joins the compile of the same text already under way, or starts one; one more than
        `grammar_compile_workers + grammar_compile_queue` distinct compiles at once is Overloaded (503,
        retry later: the queue is full of other people's schemas, and waiting longer helps no one);
-    4. compiles in a `CompileWorker` process, within its time and memory limits (a 400 past them). When
-       every request waiting for a compile has left (their clients went away), the compile is killed.
+    4. is tried in a `CompileWorker` process, within its CPU time, wall time and memory limits (past them:
+       a 400, or Overloaded for wall time, which only a busy machine runs out of). When every request
+       waiting for it has left (their clients went away), the trial is killed;
+    5. passed, is compiled again here, on one of `grammar_compile_workers` threads at the compilers'
+       lower CPU priority (grammar_worker.py says why a second compile beats moving the grammar).
     """
 
     def __init__(self, tokenizer, vocab_size: int, stop_token_ids: list[int], config: HFEngineConfig):
@@ -56,13 +63,15 @@ class GrammarCompiler:
         self._stop_token_ids = stop_token_ids
         self._config = config
         self._setup_thread = ThreadPoolExecutor(1, thread_name_prefix="grammar-setup")
+        self._compile_threads = ThreadPoolExecutor(config.grammar_compile_workers, thread_name_prefix="grammar",
+                                                   initializer=_lower_priority)
         self._setup: Future | None = None
         self._cache = GrammarCache(config.grammar_cache_mb << 20)
         self._flights: dict[str, _Flight] = {}
         self._workers: list[CompileWorker] = []
         self._idle: asyncio.Queue[CompileWorker] | None = None
         self.num_compiles = 0
-        """Compiles started in a worker process (cache hits and joined compiles start none)."""
+        """Trials started in a worker process (cache hits and joined compiles start none)."""
 
     @property
     def num_in_flight(self) -> int:
@@ -87,6 +96,7 @@ class GrammarCompiler:
         for worker in self._workers:
             worker.close()
         self._setup_thread.shutdown(wait=False, cancel_futures=True)
+        self._compile_threads.shutdown(wait=False, cancel_futures=True)
 
     async def _ready(self) -> _Setup:
         if self._setup is None:
@@ -110,9 +120,10 @@ class GrammarCompiler:
             text = self._tokenizer.decode([token_id])
             if any(ord(ch) < 0x20 for ch in text):
                 banned[token_id] = True
-        local = xgrammar.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+        # No xgrammar cache: ours is by schema text, in front of it.
+        local = xgrammar.GrammarCompiler(info, max_threads=self._config.grammar_compile_threads, cache_enabled=False)
         json_object = local.compile_json_schema(json.dumps(JSON_OBJECT), any_whitespace=False)
-        return _Setup(info, info.serialize_json(), banned, json_object)
+        return _Setup(info.serialize_json(), local, banned, json_object)
 
     async def _compiled(self, schema):
         config = self._config
@@ -148,9 +159,12 @@ class GrammarCompiler:
     async def _compile(self, text: str):
         idle = self._pool()
         worker = await idle.get()
-        try:
+        try:  # the worker stays taken until the compile here is done: workers bound both
             self.num_compiles += 1
-            compiled = await worker.compile(text)
+            await worker.trial(text)
+            local = self._setup.result().compiler
+            compiled = await asyncio.wrap_future(
+                self._compile_threads.submit(local.compile_json_schema, text, any_whitespace=False))
         finally:
             idle.put_nowait(worker)
         self._cache.put(text, compiled)
@@ -160,11 +174,11 @@ class GrammarCompiler:
         """The worker processes, started at the first schema that needs one."""
         if self._idle is None:
             setup, config = self._setup.result(), self._config
-            limits = CompileLimits(timeout_s=config.grammar_compile_timeout_s,
+            limits = CompileLimits(cpu_seconds=config.grammar_compile_timeout_s,
                                    memory_bytes=config.grammar_compile_memory_mb << 20,
                                    max_compiled_bytes=config.grammar_max_compiled_mb << 20,
                                    threads=config.grammar_compile_threads)
-            self._workers = [CompileWorker(setup.info, setup.info_json, limits)
+            self._workers = [CompileWorker(setup.info_json, limits)
                              for _ in range(config.grammar_compile_workers)]
             self._idle = asyncio.Queue()
             for worker in self._workers:
@@ -183,13 +197,21 @@ class _Flight:
 
 @dataclass(frozen=True)
 class _Setup:
-    info: object
-    """xgrammar.TokenizerInfo"""
     info_json: str
+    """The serialized xgrammar.TokenizerInfo, for the worker processes."""
+    compiler: object
+    """The xgrammar.GrammarCompiler here, for json_object and schemas that passed their trial."""
     banned: torch.Tensor
     """Tokens whose text has a control character (see the module docstring)."""
     json_object: object
     """The json_object mode's CompiledGrammar."""
+
+def _lower_priority() -> None:
+    """Linux gives each thread its own nice value: run this compile thread (and the threads xgrammar starts
+    from it) at the worker processes' priority, so decoding still wins the CPU."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+
 
 class JsonConstraint:
     """One sequence's grammar state plus the tokens JSON text may never contain."""

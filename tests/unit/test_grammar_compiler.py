@@ -2,6 +2,8 @@
 the cache, shared compiles, and killing a compile nobody waits for."""
 
 import asyncio
+import os
+import signal
 import time
 
 import psutil
@@ -18,13 +20,13 @@ SMALL = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"t
 TREE = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
 
 
-def optional_strings(count: int, prefix: str = "field") -> dict:
-    """Optional properties make xgrammar's work grow ~quadratically: 300 (10 KB) take seconds to compile
-    and serialize here, far past the short limits these tests set."""
-    return {"type": "object", "properties": {f"{prefix}_{i}": {"type": "string"} for i in range(count)}}
+def optional_strings(count: int, prefix: str = "f") -> dict:
+    """Optional properties make xgrammar's work grow ~quadratically: 600 (15 KB) take seconds of CPU time
+    to compile, far past the short limits these tests set; 60 take ~10 ms."""
+    return {"type": "object", "properties": {f"{prefix}{i}": {"type": "string"} for i in range(count)}}
 
 
-SLOW = optional_strings(300)
+SLOW = optional_strings(600)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,8 @@ async def test_a_schema_past_the_time_limit_is_a_400_and_the_next_compile_works(
     await compiler.constraints(SMALL, 1)
     [old_pid] = compiler.worker_pids
     started = time.monotonic()
-    with pytest.raises(InvalidRequest, match="longer than 0.3 s to compile \\(grammar_compile_timeout_s\\)"):
+    with pytest.raises(InvalidRequest, match="more than 0.3 s of CPU time to compile "
+                                             "\\(grammar_compile_timeout_s\\)"):
         await compiler.constraints(SLOW, 1)
     assert time.monotonic() - started < 2.0
     await wait_until(lambda: gone(old_pid))
@@ -116,6 +119,21 @@ async def test_a_schema_past_the_time_limit_is_a_400_and_the_next_compile_works(
     assert compiler.worker_pids != [old_pid]
     assert accepts(constraint, tokenizer, '{"children": [{}]}')
     assert compiler.num_in_flight == 0
+
+
+async def test_a_trial_the_machine_gives_no_cpu_is_overloaded_after_3x_the_limit_in_wall_time(make_compiler):
+    compiler = make_compiler(grammar_compile_workers=1, grammar_compile_timeout_s=0.2)
+    await compiler.constraints(SMALL, 1)
+    [pid] = compiler.worker_pids
+    request = asyncio.ensure_future(compiler.constraints(SLOW, 1))
+    await wait_until(lambda: compiler.num_compiles == 2)
+    os.kill(pid, signal.SIGSTOP)  # as starved as a process gets: its CPU time stops, the wall clock does not
+    started = time.monotonic()
+    with pytest.raises(Overloaded, match="did not compile within 0.6 s: the server is too busy"):
+        await request
+    assert time.monotonic() - started < 2.0
+    await wait_until(lambda: gone(pid))
+    await compiler.constraints(TREE, 1)
 
 
 async def test_cancelling_the_only_waiter_kills_the_compile(make_compiler, tokenizer):
@@ -140,7 +158,7 @@ async def test_requests_that_leave_while_the_replacement_starts_do_not_break_it(
     compiler = make_compiler(grammar_compile_workers=1, grammar_compile_timeout_s=30)
     await compiler.constraints(SMALL, 1)
     for attempt in range(3):
-        killed = asyncio.ensure_future(compiler.constraints(optional_strings(300, f"killed{attempt}"), 1))
+        killed = asyncio.ensure_future(compiler.constraints(optional_strings(600, f"killed{attempt}"), 1))
         await wait_until(lambda: compiler.num_in_flight == 1)
         queued = asyncio.ensure_future(compiler.constraints(optional_strings(3, f"queued{attempt}"), 1))
         await wait_until(lambda: compiler.num_in_flight == 2)
@@ -171,7 +189,7 @@ async def test_one_of_two_waiters_leaving_keeps_the_compile_for_the_other(make_c
 async def test_more_distinct_compiles_than_workers_and_queue_is_overloaded(make_compiler):
     compiler = make_compiler(grammar_compile_workers=1, grammar_compile_queue=1, grammar_compile_timeout_s=30)
     running = asyncio.ensure_future(compiler.constraints(SLOW, 1))
-    queued = asyncio.ensure_future(compiler.constraints(optional_strings(300, "other"), 1))
+    queued = asyncio.ensure_future(compiler.constraints(optional_strings(600, "other"), 1))
     await wait_until(lambda: compiler.num_in_flight == 2)
     with pytest.raises(Overloaded, match="grammar_compile_queue=1"):
         await compiler.constraints(SMALL, 1)
@@ -216,7 +234,7 @@ async def test_a_schema_xgrammar_rejects_is_a_400_without_its_source_location(ma
 async def test_a_grammar_over_the_compiled_size_limit_is_a_400(make_compiler):
     compiler = make_compiler(grammar_max_compiled_mb=1)
     with pytest.raises(InvalidRequest, match="over the 1 MiB limit \\(grammar_max_compiled_mb\\)"):
-        await compiler.constraints(optional_strings(60), 1)  # ~2 MB serialized
+        await compiler.constraints(optional_strings(300), 1)  # ~1.4 MB
     await compiler.constraints(SMALL, 1)
 
 
