@@ -45,9 +45,10 @@ class GrammarCompiler:
     request, so those never wait behind other schemas), and starts the compiler processes in the background.
     Any other schema:
 
-    1. passes `schema_check` (size, depth, `$ref`s, a finite instance) or is a 400, before any compiling;
+    1. is within the size and depth limits (`schema_check.schema_text`), or is a 400;
     2. is looked up in the cache, by its compact JSON text;
-    3. else joins the compile of the same text already under way, or starts one; one more than
+    3. else joins the compile of the same text already under way, or, once its `$ref`s resolve and it has a
+       finite instance (`schema_check.check_schema_refs`, else a 400), starts one; one more than
        `grammar_compile_workers + grammar_compile_queue` distinct compiles at once is Overloaded (503,
        retry later: the queue is full of other people's schemas, and waiting longer helps no one);
     4. is tried in a `CompileWorker` process, within its CPU time, wall time and memory limits (past them:
@@ -171,7 +172,7 @@ class GrammarCompiler:
         return compiled
 
     def _pool(self) -> asyncio.Queue[CompileWorker]:
-        """The worker processes, started at the first schema that needs one."""
+        """The worker processes, started at the first response_format request."""
         if self._idle is None:
             setup, config = self._setup.result(), self._config
             limits = CompileLimits(cpu_seconds=config.grammar_compile_timeout_s,
@@ -205,6 +206,7 @@ class _Setup:
     """Tokens whose text has a control character (see the module docstring)."""
     json_object: object
     """The json_object mode's CompiledGrammar."""
+
 
 def _lower_priority() -> None:
     """Linux gives each thread its own nice value: run this compile thread (and the threads xgrammar starts
