@@ -37,6 +37,7 @@ class HFBackend(Backend):
         self._loaded = None
         self._tokenizing: Tokenizing | None = None
         self.engine: AsyncEngine | None = None
+        self.grammars: GrammarCompiler | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -74,7 +75,8 @@ class HFBackend(Backend):
         await self.engine.start()
         loaded = self._loaded
         self._tokenizing = Tokenizing(loaded.tokenizer, loaded.max_model_len)
-        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_ids)
+        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.model.config.vocab_size, loaded.eos_token_ids,
+                                        self.config)
 
     async def health(self) -> bool:
         return self.engine is not None and self.engine.alive
@@ -87,6 +89,8 @@ class HFBackend(Backend):
         return self.engine.stats() if self.engine is not None else None
 
     async def close(self) -> None:
+        if self.grammars is not None:
+            self.grammars.close()
         if self.engine is not None:
             await asyncio.to_thread(self.engine.stop)
         if self._tokenizing is not None:
@@ -118,7 +122,7 @@ class HFBackend(Backend):
             for i in range(num_seqs)
         ]
         if params.json_schema is not None:
-            constraints = await asyncio.to_thread(self.grammars.constraints, params.json_schema, len(seqs))
+            constraints = await self.grammars.constraints(params.json_schema, len(seqs))
             for seq, constraint in zip(seqs, constraints, strict=True):
                 seq.grammar = constraint
         # A beam group ends as n choices; otherwise every sequence ends as one (best_of ranks them after).

@@ -35,6 +35,30 @@ class HFEngineConfig:
     """LoRA adapters served next to the base model: (name, adapter directory) pairs (a {name: directory}
     mapping is accepted too). A request whose `model` is an adapter's name runs with that adapter, in the
     same batches as everyone else."""
+    grammar_max_schema_bytes: int = 32 * 1024
+    """Largest `response_format` JSON schema compiled, in bytes of its compact JSON; a bigger one is a 400.
+    Compile cost grows faster than the schema (600 optional string properties, 20 KB: seconds)."""
+    grammar_max_schema_depth: int = 64
+    """Deepest nesting of objects and arrays in a schema document (ten levels of nested objects are ~21)."""
+    grammar_compile_timeout_s: float = 10.0
+    """Most CPU time a schema's trial compile may take (in its compiler process; CPU time, so a busy machine
+    does not turn a good schema into a 400); past it the trial is killed and the request gets a 400. A trial
+    that has not finished after 3x this in wall time is killed too, as Overloaded (503)."""
+    grammar_compile_memory_mb: int = 1024
+    """Most resident memory a compiler process may reach (its ~0.5 GB of Python, torch and xgrammar
+    included); past it the trial is killed and the request gets a 400."""
+    grammar_max_compiled_mb: int = 64
+    """Largest compiled grammar accepted, in MiB of memory (xgrammar's estimate); a bigger one is a 400."""
+    grammar_compile_workers: int = 2
+    """Compiler processes, and so distinct schemas compiling at once (each holds ~0.5 GB, started at the
+    first response_format request, replaced when killed)."""
+    grammar_compile_threads: int = 1
+    """xgrammar threads per compile."""
+    grammar_compile_queue: int = 8
+    """Most distinct schemas waiting for a free compiler process; one more gets a 503 (Overloaded)."""
+    grammar_cache_mb: int = 256
+    """Memory (xgrammar's estimate) the compiled grammars cached by schema may hold; least recently used
+    ones go first."""
 
     def __post_init__(self) -> None:
         if isinstance(self.adapters, dict):  # the config file's natural form
@@ -49,6 +73,16 @@ class HFEngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        for name, low in (("grammar_max_schema_bytes", 2), ("grammar_max_schema_depth", 1),
+                          ("grammar_compile_memory_mb", 1), ("grammar_max_compiled_mb", 1),
+                          ("grammar_compile_workers", 1), ("grammar_compile_threads", 1),
+                          ("grammar_compile_queue", 0), ("grammar_cache_mb", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        timeout = self.grammar_compile_timeout_s
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+            raise ValueError(f"grammar_compile_timeout_s must be a number of seconds > 0, got {timeout!r}")
         names = [name for name, _ in self.adapters]
         for name, directory in self.adapters:
             if not name or name == BASE_ADAPTER or names.count(name) > 1:
