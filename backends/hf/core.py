@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from backends.detokenizer import IncrementalDetokenizer
+from backends.errors import RequestFailed
 from backends.hf.beam_search import BeamGroup
 from backends.hf.logprobs import prompt_logprobs, sampled_logprobs
 from backends.hf.runner import ModelRunner, RunnerOutput
@@ -228,8 +229,11 @@ class EngineCore:
     def _postprocess(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> SequenceOutput:
         seq.append_token(token)
         params = seq.sampling
-        if seq.grammar is not None and not seq.grammar.is_terminated():
-            seq.grammar.accept_token(token)
+        if seq.grammar is not None and not seq.grammar.is_terminated() and not seq.grammar.accept_token(token):
+            # Only a grammar that allowed no token at all gets here (the mask was all -inf, so the sampler
+            # picked an arbitrary one): stuck, it would repeat that token to max_tokens. Fail the request.
+            raise RequestFailed(f"the response_format grammar allows no next token after "
+                                f"{seq.num_output_tokens - 1} tokens (the schema cannot be completed)")
         if logprob is not None:
             seq.cumulative_logprob += logprob.logprob
         is_eos = token in self.eos_token_ids and not params.ignore_eos

@@ -112,6 +112,33 @@ def test_a_grammar_that_raises_fails_only_its_request_and_all_its_choices(core):
     assert_engine_empty(core)
 
 
+class StuckGrammar(RaisingGrammar):
+    """The grammar xgrammar builds for `{"$ref": "#"}` (`root ::= ((root))`): no token is ever allowed."""
+
+    def __init__(self, tokenizer, vocab: int):
+        import xgrammar
+
+        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab)
+        compiled = xgrammar.GrammarCompiler(info).compile_json_schema('{"$ref": "#"}')
+        self.matcher = xgrammar.GrammarMatcher(compiled)
+        self.banned = torch.zeros(vocab, dtype=torch.bool)
+
+    def accept_token(self, token_id: int) -> bool:
+        return self.matcher.accept_token(token_id)
+
+
+def test_a_grammar_that_allows_no_token_fails_its_request_instead_of_repeating_one(core):
+    stuck = seq("stuck")
+    stuck.grammar = StuckGrammar(core.tokenizer, core.runner.model.config.vocab_size)
+    core.add([seq("a")])
+    core.add([stuck])
+    outputs, failures = run_to_end(core)
+    assert [rid for rid, _ in failures] == ["stuck"]
+    assert "allows no next token" in str(failures[0][1])
+    assert finished(outputs) == {"a": FinishReason.LENGTH}
+    assert_engine_empty(core)
+
+
 def test_a_forward_that_cannot_run_at_all_breaks_the_engine(core, monkeypatch):
     def broken(scheduled):
         raise RuntimeError("device lost")
