@@ -18,6 +18,11 @@ from server.pool import AdapterView, ModelPool
 
 logger = logging.getLogger(__name__)
 
+TGI_ANY_MODEL = ("tgi", "dummy")
+"""The placeholder model names TGI's clients send (huggingface_hub's `InferenceClient(base_url=...)`: "dummy"
+now, "tgi" in older releases), which a TGI server takes for whatever it serves: with one model served, they
+name that model here too, on every route."""
+
 
 class Router:
     def __init__(
@@ -62,11 +67,14 @@ class Router:
 
     def resolve(self, model: str | None) -> Backend:
         """What serves `model`: its pool, or for a LoRA adapter's name a view of its base model's pool that
-        sets `GenerateRequest.adapter`. None picks the default (only for endpoints where model is optional)."""
+        sets `GenerateRequest.adapter`. None picks the default (only for endpoints where model is optional), and
+        so do TGI_ANY_MODEL's names when only one model is served."""
         name = self.default_model if model is None else self.aliases.get(model, model)
         pool = self.pools.get(name)
         if pool is not None:
             return pool
+        if name in TGI_ANY_MODEL and len(self.pools) == 1:
+            return self.pools[self.default_model]
         for pool in self.pools.values():
             for adapter in pool.adapters:
                 if adapter.name == name:

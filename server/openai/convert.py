@@ -62,7 +62,9 @@ def _json_schema(req: SamplingFields) -> dict | None:
     fmt = req.response_format
     if fmt is None or fmt.type == "text":
         return None
-    return fmt.json_schema.schema_ if fmt.json_schema else {}
+    if fmt.json_schema is not None:
+        return fmt.json_schema.schema_
+    return fmt.value or {}
 
 
 def completion_sampling_params(req: CompletionRequest) -> SamplingParams:

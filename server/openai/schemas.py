@@ -28,6 +28,9 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
+    value: dict[str, Any] | None = None
+    """TGI's chat API puts a schema here, with type json_object (huggingface_hub's chat_completion sends
+    OpenAI's json_schema that way)."""
 
     @model_validator(mode="after")
     def _schema_given(self):

@@ -197,3 +197,24 @@ def test_json_grammar_output_validates(tgi):
                                   grammar=grammar)
         assert out.details.finish_reason == "eos_token"  # the grammar completed
         jsonschema.validate(json.loads(out.generated_text), schema)
+
+
+def test_tgi_clients_chat_completion_reaches_the_one_served_model(server):
+    """huggingface_hub's InferenceClient(base_url=...) sends a placeholder model ("dummy"; "tgi" in older
+    releases) to /v1/chat/completions, which TGI takes for whatever it serves; with one model served, turnout
+    does the same (it got a 404 before). Its json_schema response_format arrives in TGI's shape and holds."""
+    client = InferenceClient(base_url=server.url, timeout=120)
+    messages = [{"role": "user", "content": "What does the with statement do?"}]
+    out = client.chat_completion(messages, max_tokens=5)
+    assert out.choices[0].message.content and out.usage.completion_tokens <= 5
+    pieces = [chunk.choices[0].delta.content or "" for chunk in
+              client.chat_completion(messages, max_tokens=5, stream=True) if chunk.choices]
+    assert "".join(pieces)
+    assert client.text_generation("The with statement", max_new_tokens=3)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    out = client.chat_completion(messages, max_tokens=20, response_format={
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    if out.choices[0].finish_reason == "stop":
+        assert json.loads(out.choices[0].message.content)["ok"] in (True, False)
+    else:
+        assert out.choices[0].message.content.startswith('{"ok"')
