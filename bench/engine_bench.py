@@ -1,6 +1,6 @@
 """Our server against plain Hugging Face generation, on one model and one workload, in one run.
 
-Default workload (the one in /work/shared/ENVIRONMENT.md's reference table): 32 distinct prompts of 64
+Default workload (the reference workload of the engine comparisons in bench/README.md): 32 distinct prompts of 64
 tokens, 64 greedy output tokens each, EOS ignored, 2 torch threads everywhere. Measured:
 
   server_cN            `turnout serve` as a child process, driven over HTTP by bench.serve_bench at
@@ -14,7 +14,7 @@ drift over minutes does not land in the ratios.
 
 The headline ratios are server@32 / sequential and server@32 / generate_batch (targets: >= 10x and >= 3x).
 
-    python -m bench.engine_bench --model /tmp/tinyllama --out engine.json
+    python -m bench.engine_bench --model MODEL_DIR --out engine.json
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def resolve_model(model: str | None) -> str:
         model = default_model_dir()
         if not Path(model, "config.json").is_file():
             raise SystemExit(f"engine_bench: the bundled model is not at {model} (not built yet?); "
-                             "pass --model DIR, e.g. --model /tmp/tinyllama")
+                             "pass --model DIR (a transformers causal LM directory)")
     if not Path(model, "config.json").is_file():
         raise SystemExit(f"engine_bench: {model!r} is not a model directory (no config.json)")
     return model

@@ -5,7 +5,7 @@ does), steps until all finish, and reports (1) wall time per phase of `step()` (
 sample, postprocess: detokenize and bookkeeping), (2) the decode-step time at full batch, and (3) the top
 functions by own time under cProfile. The step loop runs on this thread, so cProfile sees all of it.
 
-    python -m bench.profile_engine --model /tmp/tinyllama --batch 32
+    python -m bench.profile_engine --model MODEL_DIR --batch 32
 """
 
 from __future__ import annotations
