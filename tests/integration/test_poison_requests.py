@@ -263,3 +263,50 @@ def test_a_request_id_too_long_to_send_back_is_a_400(server):
                                           timeout=30)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert_still_serving(server)
+
+
+@pytest.mark.parametrize("schema", [
+    {"$ref": "#"},
+    {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+    {"type": "object", "properties": {"self": {"$ref": "#"}}, "required": ["self"]},
+    {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(14_000)}},  # ~1 MB
+], ids=["self-ref", "mutual-defs", "required-recursion", "1MB"])
+def test_schemas_that_cannot_be_served_are_400s(server, schema):
+    body = {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    error = openai_error(httpx.post(server.base_url + "/chat/completions", json=body, timeout=60))
+    assert error["param"] == "response_format"
+    assert_still_serving(server)
+
+
+def test_wrong_methods_on_tgi_routes_answer_in_tgi_shape(server):
+    r = httpx.get(server.url + "/generate")
+    assert r.status_code == 405 and r.json()["error_type"] == "method_not_allowed" and "allow" in r.headers
+    assert_still_serving(server)
+
+
+def test_a_request_that_is_not_http_gets_a_json_400(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+    assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
+    assert_still_serving(server)
+
+
+def test_grpc_bytes_that_do_not_parse_and_unknown_response_formats_are_invalid_argument(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as failure:
+            channel.unary_unary("/turnout.v1.Generation/Complete")(b"\xff\xff\xff garbage", timeout=10)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    request = generate_request(BUNDLED, "hi", max_tokens=2)
+    request.sampling.response_format.type = pb.ResponseFormat.TYPE_UNSPECIFIED
+    with pytest.raises(grpc.RpcError) as failure:
+        stub(server.grpc_target).Complete(request, timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "response_format.type" in failure.value.details()
+    assert_still_serving(server)
