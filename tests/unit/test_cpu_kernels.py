@@ -183,7 +183,7 @@ def test_greedy_sampler_on_the_kernel_picks_torchs_tokens(kernels):
     logits = torch.randn(5, 300)
     logits[0, [9, 12]] = 30.0
     seqs = [Sequence(f"r{i}", [1, 2], SamplingParams(temperature=0.0, max_tokens=4)) for i in range(5)]
-    with_kernel = Sampler(eos_token_ids=[0], argmax_rows=kernels.argmax_rows)(logits, seqs)
+    with_kernel = Sampler(eos_token_ids=[0], ops=KernelOps(kernels))(logits, seqs)
     assert with_kernel == Sampler(eos_token_ids=[0])(logits, seqs) == logits.argmax(dim=-1).tolist()
     assert with_kernel[0] == 9
 
@@ -251,7 +251,8 @@ def test_without_the_kernels_the_lean_forward_uses_torch_ops(random_models, monk
         monkeypatch.setattr(cpu_kernels, "load", original_load if kernels_available else lambda: None)
         model = AutoModelForCausalLM.from_pretrained(random_models["qwen2"]).eval()
         runner = ModelRunner(model, num_slots=2, max_len=32, pad_token_id=0)
-        assert (runner.fast_forward.kernels is not None) == kernels_available
+        assert isinstance(runner.ops, KernelOps) == kernels_available
+        assert runner.mask_free_decode == kernels_available  # without the kernels: the general forward
         seqs = [Sequence("a", [5, 6, 7, 8], SamplingParams()), Sequence("b", [9, 10], SamplingParams())]
         runner.execute({s: len(s.token_ids) for s in seqs})
         logits = []
