@@ -59,7 +59,9 @@ class TorchOps:
     def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
                          scale: float) -> torch.Tensor:
         """Attention of one new token per row: q [B, q_heads, D] over k, v [B, L, kv_heads, D] (views into
-        the slot cache), row b attending to its first lengths[b] positions; returns [B, q_heads, D]."""
+        the slot cache), row b attending to its first lengths[b] positions; returns [B, q_heads, D]. Only
+        `FastLlamaForward.decode` calls it, which the runner chooses on the kernels alone
+        (`ModelRunner.mask_free_decode`); this one lets `decode` be tested without the C++ build."""
         batch, length = k.shape[0], k.shape[1]
         allowed = (torch.arange(length, device=k.device) < lengths.view(batch, 1)).view(batch, 1, 1, length)
         out = F.scaled_dot_product_attention(q.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
