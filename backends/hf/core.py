@@ -45,8 +45,7 @@ class EngineCore:
         self.eos_token_ids = set(eos_token_ids)
         self.scheduler = Scheduler(scheduler_config)
         self.runner = ModelRunner(model, scheduler_config.max_num_seqs, max_model_len, pad_token_id)
-        kernels = self.runner.kernels
-        self.sampler = Sampler(eos_token_ids, argmax_rows=kernels.argmax_rows if kernels is not None else None)
+        self.sampler = Sampler(eos_token_ids, ops=self.runner.ops)
         self.num_steps = 0
         self.last_step_tokens = 0
         """Tokens the last step computed (for the token-budget gauge); read from any thread."""

@@ -9,8 +9,9 @@ fused matrix, so memory does not grow and the transformers forward still sees th
 On CPU the projections are reordered for oneDNN instead (`packed_linear`): the reordered copy is then the
 only one, and the model's projection modules are replaced by stand-ins that refuse to run, so the
 model serves through this forward alone (as the runner uses it) without holding its weights twice.
-On CPU in float32, RMSNorm and the gated activation run on the C++ kernels of `cpu_kernels`, and so
-does all of a decode step (`decode`, one token per row, rows in consecutive slots): ~8 calls a layer instead of ~30.
+RMSNorm, the gated activation and RoPE with the KV-cache write go through the ops chosen at load (`ops`):
+on CPU in float32 the C++ kernels of `cpu_kernels`, one pass each; elsewhere PyTorch ops. A decode step
+(`decode`, one token per row, rows in consecutive slots) is ~8 calls a layer instead of ~30 on the kernels.
 Models it does not recognise use the ordinary transformers forward.
 """
 
@@ -19,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backends.hf import cpu_kernels, packed_linear
+from backends.hf import packed_linear
 from backends.hf.kv_cache import SlotKVCache
+from backends.hf.ops import choose_ops
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 
@@ -94,7 +96,6 @@ class FastLlamaForward:
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.gqa = self.num_heads != self.num_kv_heads
-        self.intermediate_size = config.intermediate_size
         with torch.no_grad():
             self.qkv = [_projection([(layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"),
                                      (layer.self_attn, "v_proj")]) for layer in self.layers]
@@ -106,9 +107,7 @@ class FastLlamaForward:
                 self.lm_head = packed_linear.linear(self.embed)
             else:
                 self.lm_head = _projection([(model, "lm_head")])
-            # Decode steps run on the C++ kernels where they could be built (CPU, float32), else PyTorch ops.
-            cpu_float32 = self.embed.device.type == "cpu" and self.embed.dtype == torch.float32
-            self.kernels = cpu_kernels.load() if cpu_float32 else None
+            self.ops = choose_ops(self.embed.device, self.embed.dtype)
             if self.qkv[0].packed:
                 # Loaded weights can be views of the checkpoint's memory-mapped file, which stays mapped (and
                 # counted in the resident set) while any of them lives. The tensors left (embedding, norms,
@@ -117,24 +116,12 @@ class FastLlamaForward:
                     tensor.data = tensor.data.clone()
 
     def _rms_norm(self, norm, x: torch.Tensor) -> torch.Tensor:
-        if self.kernels is not None:
-            return self.kernels.rms_norm(x, norm.weight, norm.variance_epsilon)
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+        return self.ops.rms_norm(x, norm.weight, norm.variance_epsilon)
 
-    def _add_rms_norm(self, norm, hidden: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The residual stream after adding `delta`, and its RMSNorm; on the kernels, one pass that adds in
-        place (the residual stream is this forward's own tensor)."""
-        if self.kernels is not None:
-            return hidden, self.kernels.add_rms_norm(hidden, delta, norm.weight, norm.variance_epsilon)
-        hidden = hidden + delta
-        return hidden, self._rms_norm(norm, hidden)
-
-    def _silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up of the fused gate/up projection's output."""
-        if self.kernels is not None:
-            return self.kernels.silu_mul(gate_up)
-        gate, up = gate_up.split(self.intermediate_size, dim=-1)
-        return F.silu(gate) * up
+    def _add_rms_norm(self, norm, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The RMSNorm of the residual stream after adding `delta` to it in place (it is this forward's own
+        tensor)."""
+        return self.ops.add_rms_norm(hidden, delta, norm.weight, norm.variance_epsilon)
 
     def _next_norm(self, index: int):
         """The RMSNorm after layer `index`: the next layer's input norm, or the final norm after the last."""
@@ -147,42 +134,32 @@ class FastLlamaForward:
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
     def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
+        ops = self.ops
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self._rope_tables(positions, hidden.dtype)
         batch, width = input_ids.shape
-        half = self.head_dim // 2
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
-        on_kernels = self.kernels is not None
-        if not on_kernels:  # [batch, width, 1, head_dim]: broadcast over the heads of [batch, width, heads, dim]
-            cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
         x = self._rms_norm(self.layers[0].input_layernorm, hidden)
         for index, layer in enumerate(self.layers):
             qkv = self.qkv[index](x).view(batch, width, q_heads + 2 * kv_heads, self.head_dim)
-            if on_kernels:  # RoPE and the cache write in one pass (a prefill's 2,048 tokens: ~6 ms less)
-                keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
-                q = self.kernels.rope_and_cache_write(qkv, cos, sin, keys, values, cache.write_slots,
-                                                      cache.write_positions, q_heads).transpose(1, 2)
-                k, v = cache.read(index)
-            else:
-                qk = qkv[:, :, : q_heads + kv_heads]
-                qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
-                q = qk[:, :, :q_heads].transpose(1, 2)
-                k = qk[:, :, q_heads:].transpose(1, 2)
-                v = qkv[:, :, q_heads + kv_heads :].transpose(1, 2)
-                k, v = cache.update(k, v, index)
+            keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
+            q = ops.rope_and_cache_write(qkv, cos, sin, keys, values, cache.write_slots, cache.write_positions,
+                                         q_heads).transpose(1, 2)
+            k, v = cache.read(index)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
             out = out.transpose(1, 2).reshape(batch, width, -1)
-            hidden, x = self._add_rms_norm(layer.post_attention_layernorm, hidden, self.o_proj[index](out))
-            mlp = self.down_proj[index](self._silu_mul(self.gate_up[index](x)))
-            hidden, x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
+            x = self._add_rms_norm(layer.post_attention_layernorm, hidden, self.o_proj[index](out))
+            mlp = self.down_proj[index](ops.silu_mul(self.gate_up[index](x)))
+            x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
         return self.lm_head(x[:, -1:, :] if last_only else x)
 
     def decode(self, input_ids, positions, cache: SlotKVCache) -> torch.Tensor:
-        """One new token per row ([batch, 1] ids and positions), rows in the consecutive slots `cache.rows`
-        (the runner's decode batch), on the C++ kernels (`self.kernels` must be loaded): the same arithmetic
-        as `__call__` in a few calls per layer instead of ~30. Needs no attention mask and no write
-        positions: the kernels write each row's new key and value at its position."""
-        kernels = self.kernels
+        """One new token per row ([batch, 1] ids and positions, on the CPU), rows in the consecutive slots
+        `cache.rows` (the runner's decode batch): the same arithmetic as `__call__` with attention that reads
+        each row's length, so it needs no attention mask and no write positions (rope_and_cache_write writes
+        each row's new key and value at its position). The runner sends decode steps here only on the
+        kernels (`ModelRunner.mask_free_decode` says why); with PyTorch ops it computes the same."""
+        ops = self.ops
         batch = input_ids.shape[0]
         q_heads, kv_heads = self.num_heads, self.num_kv_heads
         hidden = F.embedding(input_ids, self.embed)
@@ -195,11 +172,11 @@ class FastLlamaForward:
         for index, layer in enumerate(self.layers):
             qkv = self.qkv[index](x).view(batch, 1, q_heads + 2 * kv_heads, self.head_dim)
             keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
-            q = kernels.rope_and_cache_write(qkv, cos, sin, keys, values, slots, positions, q_heads)
+            q = ops.rope_and_cache_write(qkv, cos, sin, keys, values, slots, positions, q_heads)
             q = q.view(batch, q_heads, self.head_dim)
-            out = kernels.decode_attention(q, keys[rows, :kv_len], values[rows, :kv_len], lengths, self.scaling)
+            out = ops.decode_attention(q, keys[rows, :kv_len], values[rows, :kv_len], lengths, self.scaling)
             attended = self.o_proj[index](out.view(batch, 1, -1))
-            hidden, x = self._add_rms_norm(layer.post_attention_layernorm, hidden, attended)
-            mlp = self.down_proj[index](self._silu_mul(self.gate_up[index](x)))
-            hidden, x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
+            x = self._add_rms_norm(layer.post_attention_layernorm, hidden, attended)
+            mlp = self.down_proj[index](ops.silu_mul(self.gate_up[index](x)))
+            x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
         return self.lm_head(x)

@@ -15,6 +15,7 @@ import torch
 from backends.hf import fast_llama
 from backends.hf.config import BASE_ADAPTER
 from backends.hf.kv_cache import SlotKVCache
+from backends.hf.ops import KernelOps, TorchOps
 from backends.hf.sequence import Sequence
 
 
@@ -58,6 +59,15 @@ class ModelRunner:
         self.serves_adapters = hasattr(model, "peft_config")
         lean = fast_llama.supports(model) and not self.serves_adapters
         self.fast_forward = fast_llama.FastLlamaForward(model) if lean else None
+        self.ops = self.fast_forward.ops if self.fast_forward is not None else TorchOps()
+        """The ops the lean forward chose at load (PyTorch's for the transformers forward); the sampler's
+        greedy argmax runs on them too."""
+        # Decode steps skip the general forward's attention mask and write indices (~0.2 ms of a ~4 ms step
+        # at batch 32 went to building them) only on the C++ kernels, whose decode attention reads each
+        # row's length instead. PyTorch's attention needs the mask anyway (its decode_attention would build
+        # one a layer rather than one a step), and `decode` makes its index tensors on the CPU: the general
+        # forward serves every other model, device and dtype.
+        self.mask_free_decode = isinstance(self.ops, KernelOps)
         # Forwards whose rows used more than one adapter (or an adapter and the base); tests read it.
         self.num_mixed_adapter_forwards = 0
         self._slot_of: dict[Sequence, int] = {}
@@ -110,11 +120,6 @@ class ModelRunner:
             self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves])
 
     @property
-    def kernels(self):
-        """The C++ CPU kernels the lean forward runs on, if it does (for the sampler's greedy argmax)."""
-        return self.fast_forward.kernels if self.fast_forward is not None else None
-
-    @property
     def num_slots_used(self) -> int:
         return len(self._slot_of)
 
@@ -153,8 +158,8 @@ class ModelRunner:
     def _forward(self, seqs: list[Sequence], counts: list[int], every_position: bool = False) -> torch.Tensor:
         """Logits [batch, vocab] of each row's last token, or [batch, width, vocab] with every_position."""
         width = max(counts)
-        if width == 1 and not every_position and self.kernels is not None:
-            logits = self._decode_on_kernels(seqs)
+        if width == 1 and not every_position and self.mask_free_decode:
+            logits = self._decode_without_mask(seqs)
             if logits is not None:
                 return logits
         spare = self.cache.spare_column
@@ -200,10 +205,10 @@ class ModelRunner:
         )
         return _for_sampling(out.logits if every_position else out.logits[:, -1, :])
 
-    def _decode_on_kernels(self, seqs: list[Sequence]) -> torch.Tensor | None:
-        """A decode step on the lean forward's kernels, which need only each row's token and position (no
-        mask, no write indices: ~0.2 ms of a ~4 ms step at batch 32 went to building them); None when the
-        rows' slots are not consecutive (a chunked prefill holds one between them)."""
+    def _decode_without_mask(self, seqs: list[Sequence]) -> torch.Tensor | None:
+        """A decode step on the lean forward's `decode`, which needs only each row's token and position (no
+        mask, no write indices); None when the rows' slots are not consecutive (a chunked prefill holds one
+        between them)."""
         first, last = self._slot_of[seqs[0]], self._slot_of[seqs[-1]]  # rows are sorted by slot
         if last - first != len(seqs) - 1:
             return None

@@ -14,6 +14,7 @@ import random
 import torch
 
 from backends.hf.grammar import apply_grammar_masks
+from backends.hf.ops import Ops, TorchOps
 from backends.hf.sequence import Sequence
 
 
@@ -95,11 +96,11 @@ class TokenHistory:
 
 
 class Sampler:
-    def __init__(self, eos_token_ids: list[int], argmax_rows=None):
-        """`argmax_rows`: the C++ kernel for greedy batches of float32 CPU logits (torch's argmax took ~60 us
-        of a ~4 ms decode step at batch 32, the kernel ~8); None: torch's."""
+    def __init__(self, eos_token_ids: list[int], ops: Ops | None = None):
+        """`ops`: the runner's, whose argmax_rows picks greedy tokens (on the C++ kernels, ~8 us against
+        torch's ~60 of a ~4 ms decode step at batch 32); None: PyTorch's."""
         self.eos_token_ids = eos_token_ids
-        self._argmax_rows = argmax_rows
+        self._ops = ops if ops is not None else TorchOps()
         self._history: TokenHistory | None = None  # made on first use of a penalty
 
     def release(self, seq: Sequence) -> None:
@@ -113,7 +114,7 @@ class Sampler:
         logits = self._apply_penalties(logits, seqs)
         logits = apply_grammar_masks(logits, [seq.grammar for seq in seqs])
         if all(p.greedy for p in params):
-            return self._argmax(logits).tolist()
+            return self._ops.argmax_rows(logits).tolist()
 
         temperatures = [p.temperature if not p.greedy else 1.0 for p in params]
         if any(t != 1.0 for t in temperatures):
@@ -142,15 +143,8 @@ class Sampler:
         sampled = picks.squeeze(1) if ids is None else ids.gather(1, picks).squeeze(1)
         greedy_rows = [row for row, p in enumerate(params) if p.greedy]
         if greedy_rows:
-            sampled[greedy_rows] = self._argmax(logits[greedy_rows])
+            sampled[greedy_rows] = self._ops.argmax_rows(logits[greedy_rows])
         return sampled.tolist()
-
-    def _argmax(self, logits: torch.Tensor) -> torch.Tensor:
-        kernel = self._argmax_rows
-        if (kernel is not None and logits.device.type == "cpu" and logits.dtype == torch.float32
-                and logits.dim() == 2 and logits.stride(1) == 1):
-            return kernel(logits)
-        return logits.argmax(dim=-1)
 
     def _apply_penalties(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """Repetition, presence and frequency penalties, logit bias and min_tokens, for the rows using them."""

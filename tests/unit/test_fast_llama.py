@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from backends.hf import fast_llama, packed_linear
+from backends.hf import cpu_kernels, fast_llama, packed_linear
+from backends.hf.ops import KernelOps, TorchOps
 from backends.hf.runner import ModelRunner
 from backends.hf.sequence import Sequence
 from backends.types import SamplingParams
@@ -17,13 +18,25 @@ def load(path):
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
+# The lean forward's ops and decode paths: on the C++ kernels (decode steps through its mask-free `decode`);
+# on PyTorch ops as where the kernels cannot be built (the general forward); and `decode` on PyTorch ops,
+# which the runner does not choose but which computes the same.
+PATHS = ["kernels", "torch", "torch-mask-free-decode"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_fast_forward_logits_equal_transformers(random_models, kind):
+def test_fast_forward_logits_equal_transformers(random_models, kind, path, monkeypatch):
+    if path != "kernels":
+        monkeypatch.setattr(cpu_kernels, "load", lambda: None)
     model, reference = load(random_models[kind]), load(random_models[kind])
     assert fast_llama.supports(model)
     prompts = [[5, 9, 33, 7], [11, 3], [40, 41, 42, 43, 44, 45]]
     runner = ModelRunner(model, num_slots=4, max_len=64, pad_token_id=0)
     assert runner.fast_forward is not None
+    assert isinstance(runner.ops, KernelOps if path == "kernels" else TorchOps)
+    if path == "torch-mask-free-decode":
+        runner.mask_free_decode = True
     seqs = [Sequence(str(i), p, SamplingParams()) for i, p in enumerate(prompts)]
     ran = runner.execute({s: len(p) for s, p in zip(seqs, prompts, strict=True)})
     with torch.no_grad():
@@ -35,6 +48,8 @@ def test_fast_forward_logits_equal_transformers(random_models, kind):
         for seq in seqs:
             seq.append_token(60 + step)
         ran = runner.execute({s: 1 for s in seqs})
+        # A mask-free decode step declares no write positions: the ops write each row's key at its position.
+        assert (runner.cache.write_positions is None) == (path != "torch")
         with torch.no_grad():
             for seq, row in zip(ran.due, ran.logits, strict=True):
                 expected = reference(torch.tensor([seq.token_ids])).logits[0, -1]
