@@ -5,13 +5,16 @@ server/errors.py, which has a row for every class here."""
 
 class TurnoutError(Exception):
     """Base class: an error nobody planned for. `param` names the request field at fault, when there is
-    one; `code` overrides the class's usual OpenAI error code (an upstream's own, say)."""
+    one; `code` overrides the class's usual OpenAI error code (an upstream's own, say); `retry_after`, in
+    seconds, tells a client of a retryable error when trying again makes sense."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after = retry_after
 
 
 class InvalidRequest(TurnoutError):

@@ -116,6 +116,13 @@ class GenerateRequest:
     buffered: bool = False
     """The front end sends nothing until the request has finished (a non-streaming response), so the
     router may restart it on another replica if one fails midway."""
+    tenant: str = ""
+    """Who asked (the API key's name; "" without keys): the router's waiting queue takes tenants in turn."""
+    deadline: float | None = None
+    """time.monotonic() by which the request must be done; the router aborts it then. None: no deadline."""
+    patience: float | None = None
+    """Seconds the client waits for each next piece of output (OpenAI clients send their read timeout): a
+    longer wait is abandoned, as the client has given up by then. None: no bound."""
 
 
 @dataclass(slots=True)
@@ -181,6 +188,9 @@ class ModelInfo:
     vocab_size: int | None = None
     """Rows of the model's output logits: every token id a request names must be below it. None when the
     backend cannot tell (a remote server); then only the server behind it can check."""
+    max_running: int | None = None
+    """Sequences the backend runs at once (its batch); the router queues requests beyond it. None: it
+    queues itself (a remote server)."""
 
 
 @dataclass(slots=True)

@@ -118,7 +118,8 @@ class VLLMBackend(Backend):
     @property
     def info(self) -> ModelInfo:
         vocab_size = self._engine.model_config.get_vocab_size() if self._engine is not None else None
-        return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="vllm", vocab_size=vocab_size)
+        return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="vllm", vocab_size=vocab_size,
+                         max_running=self.config.max_num_seqs)
 
     @property
     def tokenizer(self):

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from backends.errors import TurnoutError
 from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
+from server.http.auth_middleware import OPS_PATHS, ApiKeyMiddleware
 from server.http.ops_routes import health, metrics, ready
 from server.http.requests import loads_object
 from server.http.streams import ClientDisconnected
@@ -109,8 +110,10 @@ class UnhandledErrors:
 
 
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
-              grpc_host: str = "127.0.0.1") -> Starlette:
-    """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router."""
+              grpc_host: str = "127.0.0.1", keys_for_ops: bool = False) -> Starlette:
+    """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router.
+    With API keys (`router.keys`), every route needs one; /health, /ready and /metrics too if
+    `keys_for_ops`."""
     telemetry = telemetry or Telemetry()
 
     @contextlib.asynccontextmanager
@@ -151,7 +154,9 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
         middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
-                    Middleware(UnhandledErrors)],
+                    Middleware(UnhandledErrors),
+                    Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
+                               open_paths=frozenset() if keys_for_ops else OPS_PATHS)],
     )
     app.state.router = router
     app.state.telemetry = telemetry

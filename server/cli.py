@@ -68,6 +68,14 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-sequences-per-request", type=int, default=None, metavar="N",
                    help="most sequences one request may start (prompts x max(n, best_of, beam_width)); more is "
                         "a 400; default: the config file's router setting, else 64")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require this API key (Authorization: Bearer KEY, or x-api-key) on every route but "
+                        "/health, /ready and /metrics; also read from TURNOUT_API_KEY")
+    p.add_argument("--api-keys", default=None, metavar="FILE",
+                   help="YAML file of API keys, stored as hashes, each with a name, optional allowed models and "
+                        "its own rate limits (format in server/keys.py; `turnout keys hash` makes a hash)")
+    p.add_argument("--api-key-for-ops", action="store_true",
+                   help="require a key on /health, /ready and /metrics too")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one JSON object per log line, with one access line per request")
     p.add_argument("--no-access-log", action="store_true",
@@ -128,6 +136,40 @@ def _name_and_dir(spec: str) -> tuple[str, str]:
     return name, directory
 
 
+def _key_ring(args: argparse.Namespace):
+    """The keys requests must carry: --api-keys FILE, else --api-key (or TURNOUT_API_KEY), else none."""
+    from server.keys import KeyRing
+
+    single = args.api_key or os.environ.get("TURNOUT_API_KEY")
+    if args.api_keys and single:
+        raise ValueError("give --api-key (or TURNOUT_API_KEY) or --api-keys FILE, not both")
+    if args.api_keys:
+        return KeyRing.from_file(args.api_keys)
+    return KeyRing.single(single) if single else KeyRing([])
+
+
+def _keys_command(argv: list[str]) -> int:
+    """`turnout keys hash [KEY]` (the key from stdin when not given) and `turnout keys new`."""
+    from server.keys import hash_key, new_key
+
+    parser = argparse.ArgumentParser(prog="turnout keys", description="API keys for --api-keys FILE")
+    sub = parser.add_subparsers(dest="action", required=True)
+    hashed = sub.add_parser("hash", help="print the hash of a key, for the keys file (the key: argument or stdin)")
+    hashed.add_argument("key", nargs="?", help="the key; omit it to read it from stdin (keeps it out of shell history)")
+    sub.add_parser("new", help="make a new random key and print it and its hash")
+    args = parser.parse_args(argv)
+    if args.action == "new":
+        key = new_key()
+        print(f"key:  {key}\nhash: {hash_key(key)}")
+        return 0
+    key = args.key if args.key is not None else sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        print("turnout keys hash: no key given", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -144,6 +186,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.max_sequences_per_request is not None:
             config.router.max_sequences_per_request = args.max_sequences_per_request
             config.router.validate()
+        config.keys = _key_ring(args)
         router = Router.from_config(config)
         tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
     except (ValueError, ConfigError, TracingUnavailable) as exc:
@@ -152,7 +195,8 @@ def serve(args: argparse.Namespace) -> int:
     # Only once the command line holds: a refused one leaves the caller's logging alone.
     configure_logging(args.log_level, args.log_format)
     telemetry = Telemetry(tracer=tracer, access_log=not args.no_access_log)
-    app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host)
+    app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host,
+                    keys_for_ops=args.api_key_for_ops)
     # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
                 access_log=False, log_config=None, http=http_protocol())
@@ -168,10 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         from tools.cli import main as tools_main
 
         return tools_main(argv[1:], prog="turnout tools")
+    if argv and argv[0] == "keys":
+        return _keys_command(argv[1:])
     parser = argparse.ArgumentParser(prog="turnout", description="turnout: an inference server for language models")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     sub.add_parser("tools", help="offline tools: tokenizer training, pretraining, ... (turnout tools --help)")
+    sub.add_parser("keys", help="API keys: `turnout keys hash`, `turnout keys new` (turnout keys --help)")
     args = parser.parse_args(argv)
     return serve(args)
 

@@ -8,6 +8,9 @@ Example (YAML)::
       max_consecutive_failures: 3    # passive ejection after this many failed requests in a row
       ejection_seconds: 30           # how long an ejected replica sits out
       max_sequences_per_request: 64  # prompts x max(n, best_of, beam_width) one request may start
+      max_queued_requests: 256       # waiting for a model at capacity; beyond: 429 with Retry-After
+      max_queued_prompt_tokens: 262144
+      request_timeout: 600           # seconds; the work is aborted then (default: none)
     models:
       - name: turnout-tiny
         backend: hf
@@ -52,6 +55,15 @@ class RouterSettings:
     ejection_seconds: float = 30.0
     """How long an ejected replica gets no traffic before it is tried again (unless nothing else can serve
     the model: then it is tried anyway, and a success ends its ejection)."""
+    max_queued_requests: int = 256
+    """Requests that may wait for a model whose backends are at capacity (the line is fair across API keys);
+    beyond it, a 429 with Retry-After at once."""
+    max_queued_prompt_tokens: int = 262_144
+    """The same bound in the waiting requests' prompt tokens (estimated: ~4 characters a token)."""
+    request_timeout: float | None = None
+    """Seconds a request may take, from admission to its last token (its work is aborted then); a gRPC call's
+    own sooner deadline wins. Separately, each wait for output is bounded by the client's read timeout when
+    it sends one (OpenAI's clients do: x-stainless-read-timeout). None: no limit."""
     max_sequences_per_request: int = 64
     """Most sequences one request may start: prompts x max(n, best_of) (or beam_width); more is a 400. The
     default fills the HF engine's running batch (max_num_seqs) once, so one request cannot queue a backlog
@@ -63,6 +75,11 @@ class RouterSettings:
         for name in ("health_check_interval", "health_check_timeout", "ejection_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"router.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("max_queued_requests", "max_queued_prompt_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"router.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ConfigError(f"router.request_timeout must be > 0 (or null for none), got {self.request_timeout!r}")
         if self.max_sequences_per_request < 1:
             raise ConfigError(
                 f"router.max_sequences_per_request must be >= 1, got {self.max_sequences_per_request!r}"
@@ -95,6 +112,9 @@ class ModelConfig:
 class ServeConfig:
     models: list[ModelConfig]
     router: RouterSettings = field(default_factory=RouterSettings)
+    keys: Any = None
+    """The API keys (server/keys.py KeyRing) requests must carry; None or empty: no keys needed. Set from
+    the command line (--api-key, --api-keys FILE), not from the routing file."""
 
     def cpu_contention_warning(self) -> str | None:
         """A warning when several in-process HF engines would share this machine's CPU, else None.

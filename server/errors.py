@@ -5,6 +5,7 @@ same everywhere). Backends raise classes (backends/errors.py); they never pick a
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ from backends.errors import (
     UpstreamError,
 )
 from server.access_log import text_fields
+from server.admission import (
+    DeadlineExceeded,
+    Draining,
+    PermissionDenied,
+    QueueFull,
+    RateLimited,
+    Unauthenticated,
+)
 from server.telemetry import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -62,8 +71,16 @@ ERROR_TABLE: tuple[tuple[type[TurnoutError], WireError], ...] = (
                                       _S.INVALID_ARGUMENT)),
     (InvalidRequest, WireError(400, "invalid_request_error", None, *_VALIDATION, _S.INVALID_ARGUMENT)),
     (ModelNotFound, WireError(404, "invalid_request_error", "model_not_found", *_VALIDATION, _S.NOT_FOUND)),
+    (Unauthenticated, WireError(401, "invalid_request_error", "invalid_api_key", 401, "authentication",
+                                _S.UNAUTHENTICATED)),
+    (PermissionDenied, WireError(403, "invalid_request_error", "model_not_allowed", 403, "authorization",
+                                 _S.PERMISSION_DENIED)),
+    (RateLimited, WireError(429, "rate_limit_error", "rate_limit_exceeded", *_OVERLOADED, _S.RESOURCE_EXHAUSTED)),
+    (QueueFull, WireError(429, "server_overloaded", "queue_full", *_OVERLOADED, _S.RESOURCE_EXHAUSTED)),
     (Overloaded, WireError(429, "server_overloaded", None, *_OVERLOADED, _S.RESOURCE_EXHAUSTED)),
+    (Draining, WireError(503, "service_unavailable", "draining", *_OVERLOADED, _S.UNAVAILABLE)),
     (Unavailable, WireError(503, "service_unavailable", "model_unavailable", *_OVERLOADED, _S.UNAVAILABLE)),
+    (DeadlineExceeded, WireError(504, "timeout_error", "deadline_exceeded", *_GENERATION, _S.DEADLINE_EXCEEDED)),
     (EngineDead, WireError(503, "service_unavailable", "engine_dead", *_GENERATION, _S.UNAVAILABLE)),
     (RequestFailed, WireError(500, "internal_error", "request_failed", *_GENERATION, _S.INTERNAL)),
     (UpstreamError, WireError(502, "upstream_error", None, *_GENERATION, _S.UNAVAILABLE)),
@@ -104,8 +121,18 @@ def openai_body(exc: TurnoutError) -> dict:
     return error_body(exc.message, wire(exc).openai_type, exc.param, openai_code(exc))
 
 
+def error_headers(exc: TurnoutError) -> dict[str, str]:
+    """The headers an error's answer carries: Retry-After for retryable ones, WWW-Authenticate for a 401."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, Unauthenticated):
+        headers["www-authenticate"] = 'Bearer realm="turnout"'
+    return headers
+
+
 def error_response(exc: TurnoutError) -> JSONResponse:
-    return JSONResponse(openai_body(exc), status_code=http_status(exc))
+    return JSONResponse(openai_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
 
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
@@ -157,8 +184,8 @@ async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
 
 
 # TGI prefixes its messages by kind.
-_TGI_PREFIXES = {"validation": "Input validation error: ", "overloaded": "",
-                 "generation": "Request failed during generation: "}
+_TGI_PREFIXES = {"validation": "Input validation error: ", "overloaded": "", "authentication": "",
+                 "authorization": "", "generation": "Request failed during generation: "}
 
 
 def tgi_body(message: str, error_type: str) -> dict:
@@ -171,8 +198,9 @@ def tgi_error_body(exc: TurnoutError) -> tuple[int, dict]:
 
 
 def tgi_error_response(exc: Exception) -> JSONResponse:
-    status, body = tgi_error_body(to_turnout_error(exc))
-    return JSONResponse(body, status_code=status)
+    error = to_turnout_error(exc)
+    status, body = tgi_error_body(error)
+    return JSONResponse(body, status_code=status, headers=error_headers(error))
 
 
 def grpc_status(exc: TurnoutError) -> grpc.StatusCode:

@@ -32,6 +32,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from backends.base import Backend, Tokenizer
@@ -47,12 +48,17 @@ from backends.errors import (
 from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 from backends.validation import check_request_token_ids
+from server.admission import DeadlineExceeded, Draining, sequences_per_prompt
+from server.admission_queue import AdmissionQueue
 from server.config import RouterSettings
+from server.deadlines import Deadline
+from server.rate_limits import estimate_tokens
 
 logger = logging.getLogger(__name__)
 
-# Errors that would recur on any replica: not the replica's fault, never retried.
-_REQUEST_ERRORS = (InvalidRequest, ModelNotFound, RequestFailed)
+# Errors that would recur on any replica, or are the request's own end (its deadline, a drain): not the
+# replica's fault, never retried.
+_REQUEST_ERRORS = (InvalidRequest, ModelNotFound, RequestFailed, DeadlineExceeded, Draining)
 # Errors that say the replica (or the way to it) is in trouble.
 _REPLICA_ERRORS = (TurnoutError, OSError, TimeoutError)
 
@@ -93,6 +99,9 @@ class ModelPool(Backend):
         self.settings = settings
         self.fallbacks: list[ModelPool] = []
         self._turn = itertools.count()
+        self.queue = AdmissionQueue(name, settings.max_queued_requests, settings.max_queued_prompt_tokens)
+        self.deadlines: set[Deadline] = set()
+        """The deadlines of the requests in flight here, which a drain pulls in."""
 
     # -- the backend contract -------------------------------------------------------------------------
     @property
@@ -128,6 +137,8 @@ class ModelPool(Backend):
         # One at a time: transformers' model loading patches torch globally and is not thread-safe.
         for replica in self.replicas:
             await replica.backend.start()
+        batches = [r.backend.info.max_running for r in self.replicas]
+        self.queue.set_capacity(None if None in batches else sum(batches))
 
     async def close(self) -> None:
         await asyncio.gather(*(r.backend.close() for r in self.replicas), return_exceptions=True)
@@ -144,9 +155,26 @@ class ModelPool(Backend):
         return any(r.backend.dead for r in self.replicas)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
+        """The request's deltas from the first replica that can serve it, once it is through the model's
+        waiting line, every wait bounded by its deadline (server/deadlines.py)."""
         check_request_token_ids(request, self.info.vocab_size)
         if request.prompt is not None and self.tokenizing is not None:
             self.tokenizing.check_size(len(request.prompt))  # before any replica spends time on it
+        deadline = Deadline(request.deadline, request.patience)
+        cost = sequences_per_prompt(request.sampling)
+        self.deadlines.add(deadline)
+        try:
+            await deadline.wait(self.queue.enter(request.tenant, cost, _prompt_tokens(request)))
+            try:
+                async with aclosing(self._serve(request, deadline)) as served:  # closed with us: aborts the backend
+                    async for delta in served:
+                        yield delta
+            finally:
+                self.queue.leave(cost)
+        finally:
+            self.deadlines.discard(deadline)
+
+    async def _serve(self, request: GenerateRequest, deadline: Deadline) -> AsyncIterator[OutputDelta]:
         tried: set[Replica] = set()
         last_error: BaseException | None = None
         for pool, replica in self._candidates(tried):
@@ -155,7 +183,7 @@ class ModelPool(Backend):
             stream = replica.backend.generate(request)
             try:
                 try:
-                    opening = await _opening(stream, request.buffered)
+                    opening = await deadline.wait(_opening(stream, request.buffered))
                 except _REQUEST_ERRORS:
                     raise
                 except Overloaded as exc:  # busy, not broken: try another, count nothing against it
@@ -173,7 +201,11 @@ class ModelPool(Backend):
                     yield delta
                 if opening and not request.buffered:
                     try:
-                        async for delta in stream:
+                        while True:
+                            try:
+                                delta = await deadline.wait(anext(stream))
+                            except StopAsyncIteration:
+                                break
                             yield delta
                     except _REQUEST_ERRORS:
                         raise
@@ -250,6 +282,13 @@ class ModelPool(Backend):
             replica.healthy = ok
 
         await asyncio.gather(*(check(r) for r in self.replicas))
+
+
+def _prompt_tokens(request: GenerateRequest) -> int:
+    if request.prompt_token_ids is not None:
+        return len(request.prompt_token_ids)
+    text = request.prompt or "".join(m.get("content") or "" for m in request.messages or ())
+    return estimate_tokens([text])
 
 
 async def _opening(stream: AsyncIterator[OutputDelta], buffered: bool) -> list[OutputDelta]:

@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from backends.base import Backend
 from backends.errors import ModelNotFound
 from backends.types import ModelInfo, SamplingParams
-from server.admission import check_fan_out
+from server.admission import Draining, PermissionDenied, check_fan_out
 from server.config import RouterSettings, ServeConfig
+from server.keys import ApiKey, KeyRing
 from server.pool import AdapterView, ModelPool
+from server.rate_limits import RateLimiter
+from server.telemetry import RequestRecord
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,19 @@ now, "tgi" in older releases), which a TGI server takes for whatever it serves: 
 name that model here too, on every route."""
 
 
+DRAIN_RETRY_AFTER_S = 2.0
+"""What a draining server tells new requests: another replica takes them once the load balancer has moved on."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What an admitted request's GenerateRequests carry (backends.types.GenerateRequest fields)."""
+
+    tenant: str
+    deadline: float | None
+    patience: float | None
+
+
 class Router:
     def __init__(
         self,
@@ -31,11 +47,16 @@ class Router:
         aliases: dict[str, str] | None = None,
         settings: RouterSettings | None = None,
         fallbacks: dict[str, list[str]] | None = None,
+        keys: KeyRing | None = None,
     ):
-        """`backends` maps each model name to its backend, or to a list of replicas."""
+        """`backends` maps each model name to its backend, or to a list of replicas; `keys`, when given and
+        not empty, are the API keys requests must carry (server/keys.py)."""
         if not backends:
             raise ValueError("the router needs at least one model")
         self.settings = settings or RouterSettings()
+        self.keys = keys or KeyRing([])
+        self.limiter = RateLimiter()
+        self.draining = False
         self.pools: dict[str, ModelPool] = {
             name: ModelPool(name, replicas if isinstance(replicas, list) else [replicas], self.settings)
             for name, replicas in backends.items()
@@ -59,16 +80,24 @@ class Router:
         }
         aliases = {alias: m.name for m in config.models for alias in m.aliases}
         fallbacks = {m.name: m.fallback for m in config.models if m.fallback}
-        return cls(backends, aliases, config.router, fallbacks)
+        return cls(backends, aliases, config.router, fallbacks, config.keys)
 
     @property
     def default_model(self) -> str:
         return next(iter(self.pools))
 
-    def resolve(self, model: str | None) -> Backend:
+    def resolve(self, model: str | None, key: ApiKey | None = None) -> Backend:
         """What serves `model`: its pool, or for a LoRA adapter's name a view of its base model's pool that
         sets `GenerateRequest.adapter`. None picks the default (only for endpoints where model is optional), and
-        so do TGI_ANY_MODEL's names when only one model is served."""
+        so do TGI_ANY_MODEL's names when only one model is served. With `key`, a model the key may not use is
+        PermissionDenied (under the name the client used, or the model it stands for)."""
+        backend = self._resolve(model)
+        if key is not None and not (key.may_use(backend.info.name) or (model is not None and key.may_use(model))):
+            raise PermissionDenied(f"this API key ({key.name}) may not use the model `{model or backend.info.name}`",
+                                   param="model")
+        return backend
+
+    def _resolve(self, model: str | None) -> Backend:
         name = self.default_model if model is None else self.aliases.get(model, model)
         pool = self.pools.get(name)
         if pool is not None:
@@ -84,17 +113,50 @@ class Router:
             param="model",
         )
 
-    def check_fan_out(self, num_prompts: int, params: SamplingParams) -> None:
-        """InvalidRequest when the request would start more sequences than one request may (admission.py)."""
+    def admit(self, record: RequestRecord | None, num_prompts: int, params: SamplingParams, prompt_tokens: int,
+              *, patience: float | None = None, call_timeout: float | None = None) -> Admitted:
+        """Admission of one request as a whole (server/admission.py), before any backend work: none while
+        draining (Draining), at most max_sequences_per_request sequences (InvalidRequest), within its key's
+        rate limits (RateLimited). Its rate ticket rides on `record`, so that the request's real usage settles
+        its tokens when it ends. Returns what its GenerateRequests carry: tenant, deadline (the sooner of
+        --request-timeout and `call_timeout`, a gRPC call's) and `patience` (the client's read timeout)."""
+        if self.draining:
+            raise Draining("the server is shutting down and takes no new requests; retry on another replica",
+                           retry_after=DRAIN_RETRY_AFTER_S)
         check_fan_out(num_prompts, params, self.settings.max_sequences_per_request)
+        key = record.api_key if record is not None else None
+        if record is not None:
+            record.rate_ticket = self.limiter.admit(key, prompt_tokens)
+        timeouts = [t for t in (self.settings.request_timeout, call_timeout) if t is not None and t > 0]
+        deadline = time.monotonic() + min(timeouts) if timeouts else None
+        return Admitted(tenant=key.name if key else "", deadline=deadline, patience=patience)
 
-    def models(self) -> list[ModelInfo]:
+    def start_drain(self, ends_at: float, drain_timeout: float) -> None:
+        """Take no new requests, and end those in flight by `ends_at` (monotonic): streams still running then
+        end with an error event (Draining) rather than a silent cut."""
+        self.draining = True
+
+        def cut() -> Draining:
+            return Draining(f"the server is shutting down and its drain timeout ({drain_timeout:g} s) passed before "
+                            "this request finished", retry_after=DRAIN_RETRY_AFTER_S)
+
+        for pool in self.pools.values():
+            for deadline in list(pool.deadlines):
+                deadline.pull_in(ends_at, cut)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(pool.deadlines) for pool in self.pools.values())
+
+    def models(self, key: ApiKey | None = None) -> list[ModelInfo]:
         """Every routed model for /v1/models: models, aliases (as models of their own name), and LoRA
-        adapters with their base model as `parent`."""
+        adapters with their base model as `parent`; with `key`, only those the key may use."""
         infos = [pool.info for pool in self.pools.values()]
         for alias, target in self.aliases.items():
             infos.append(replace(self.pools[target].info, name=alias))
         infos += [adapter for pool in self.pools.values() for adapter in pool.adapters]
+        if key is not None:
+            infos = [info for info in infos if key.may_use(info.name) or key.may_use(self.aliases.get(info.name, ""))]
         return infos
 
     def replica_health(self) -> dict[str, dict[str, bool]]:
@@ -120,7 +182,9 @@ class Router:
         return [name for name, pool in self.pools.items() if pool.dead]
 
     async def ready(self) -> bool:
-        """Every model has at least one replica that can take requests."""
+        """Every model has at least one replica that can take requests, and the server is not draining."""
+        if self.draining:
+            return False
         for pool in self.pools.values():
             if not await pool.health():
                 return False

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from backends.base import Backend
 from backends.errors import InvalidRequest
 from backends.types import GenerateRequest, OutputDelta
 from server.access_log import log_access
+from server.keys import ApiKey
 from server.metrics import Metrics
 from server.tracing import Tracer
 
@@ -48,6 +50,10 @@ class RequestRecord:
     """The client's X-Request-Id, or the id the endpoint minted; set before the response starts."""
     model: str = ""
     """Set once the router found the model (so clients cannot invent label values)."""
+    api_key: ApiKey | None = None
+    """The request's API key (None when the server takes requests without keys); logs show its name."""
+    rate_ticket: Any = None
+    """Its key's rate-limit ticket (server/rate_limits.py), settled with the real usage at the end."""
     status: str = ""
     started: float = field(default_factory=time.monotonic)
     first_output_at: float | None = None
@@ -135,6 +141,8 @@ class Telemetry:
         """The request is over (response sent, or failed): count it, log it, end its span."""
         record.status = status
         now = time.monotonic()
+        if record.rate_ticket is not None:
+            record.rate_ticket.settle(record.prompt_tokens, record.completion_tokens)
         m, model = self.metrics, record.model
         m.requests.labels(model, record.endpoint, status).inc()
         if record.prompt_tokens:
@@ -150,6 +158,7 @@ class Telemetry:
                 "protocol": record.protocol,
                 "endpoint": record.endpoint,
                 "model": model,
+                "key": record.api_key.name if record.api_key else "",
                 "status": status,
                 "prompt_tokens": record.prompt_tokens,
                 "completion_tokens": record.completion_tokens,

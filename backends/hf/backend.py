@@ -42,9 +42,10 @@ class HFBackend(Backend):
     @property
     def info(self) -> ModelInfo:
         if self._loaded is None:
-            return ModelInfo(name=self._name, max_model_len=self.config.max_model_len or 0)
+            return ModelInfo(name=self._name, max_model_len=self.config.max_model_len or 0,
+                             max_running=self.config.max_num_seqs)
         return ModelInfo(name=self._name, max_model_len=self._loaded.max_model_len,
-                         vocab_size=self._loaded.model.config.vocab_size)
+                         vocab_size=self._loaded.model.config.vocab_size, max_running=self.config.max_num_seqs)
 
     @property
     def adapters(self) -> list[ModelInfo]:

@@ -12,11 +12,15 @@ from google.protobuf.message import Message
 
 from backends.errors import InvalidRequest
 from backends.types import OutputDelta
+from server.admission import Unauthenticated
 from server.errors import grpc_status, to_turnout_error
 from server.grpc.convert import FINISH_REASONS, logprobs_message, to_generate_request, usage_message
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.gen import generate_pb2_grpc as pb_grpc
 from server.grpc.handlers import Undecodable
+from server.http.auth_middleware import presented_key
+from server.keys import ApiKey
+from server.rate_limits import estimate_tokens
 from server.router import Router
 from server.telemetry import RequestRecord, Telemetry, check_request_id, mint_request_id
 
@@ -32,7 +36,7 @@ class GenerationService(pb_grpc.GenerationServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         async with self._call(context, "Generate", request) as record:
-            stream = self._generate(request, record)
+            stream = self._generate(request, record, context)
             async with aclosing(stream):
                 ends: dict[int, pb.ChoiceEnd] = {}
                 usage = None
@@ -53,7 +57,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         async with self._call(context, "Complete", request) as record:
             choices: dict[int, pb.Choice] = {}
             out = pb.CompleteResponse(request_id=record.request_id, model=request.model)
-            async with aclosing(self._generate(request, record)) as stream:
+            async with aclosing(self._generate(request, record, context)) as stream:
                 async for delta in stream:
                     choice = choices.setdefault(delta.index, pb.Choice(index=delta.index))
                     choice.token_ids.extend(delta.token_ids)
@@ -86,10 +90,10 @@ class GenerationService(pb_grpc.GenerationServicer):
             return pb.DetokenizeResponse(text=tokenizer.decode(list(request.token_ids)))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
-        async with self._call(context, "ListModels", request):
+        async with self._call(context, "ListModels", request) as record:
             return pb.ListModelsResponse(models=[
                 pb.Model(id=info.name, owned_by=info.owned_by, max_model_len=info.max_model_len)
-                for info in self.router.models()
+                for info in self.router.models(record.api_key)
             ])
 
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext):
@@ -102,19 +106,35 @@ class GenerationService(pb_grpc.GenerationServicer):
                 task.cancel()
             return pb.AbortResponse()
 
-    def _generate(self, request: pb.GenerateRequest, record: RequestRecord):
+    def _generate(self, request: pb.GenerateRequest, record: RequestRecord, context: grpc.aio.ServicerContext):
         # Validate first, then resolve the model: the order (and so the error) the HTTP API has.
         generate_request = to_generate_request(request, record.request_id)
-        self.router.check_fan_out(1, generate_request.sampling)
-        backend = self.router.resolve(generate_request.model)
+        admitted = self.router.admit(
+            record, 1, generate_request.sampling,
+            estimate_tokens([generate_request.prompt or ""], [generate_request.prompt_token_ids or []]),
+            call_timeout=context.time_remaining())  # the call's deadline (gRPC also cancels the call at it)
+        generate_request.tenant, generate_request.deadline = admitted.tenant, admitted.deadline
+        backend = self.router.resolve(generate_request.model, record.api_key)
         return self.telemetry.observed(record, backend, generate_request)
 
     def _local_tokenizer(self, model: str | None, record: RequestRecord):
-        backend = self.router.resolve(model)
+        backend = self.router.resolve(model, record.api_key)
         record.model = backend.info.name if model is None else model
         if backend.tokenizing is None:
             raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
         return backend
+
+    def _api_key(self, metadata: dict) -> ApiKey | None:
+        """The call's key from its `authorization` metadata (`Bearer KEY`) or `x-api-key`; Unauthenticated
+        when the server needs one and this is missing or unknown."""
+        if not self.router.keys.required:
+            return None
+        presented = presented_key(metadata)
+        key = self.router.keys.find(presented) if presented else None
+        if key is None:
+            raise Unauthenticated("missing API key: send `authorization: Bearer KEY` metadata"
+                                  if presented is None else "invalid API key")
+        return key
 
     @contextlib.asynccontextmanager
     async def _call(self, context: grpc.aio.ServicerContext, method: str, request: Message | Undecodable):
@@ -129,6 +149,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         self._active.setdefault(record.request_id, set()).add(task)
         status = grpc.StatusCode.OK
         try:
+            record.api_key = self._api_key(metadata)
             if isinstance(request, Undecodable):
                 raise InvalidRequest(request.message)
             check_request_id(record.request_id, "request_id")

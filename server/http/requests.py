@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,6 +11,7 @@ from starlette.requests import Request
 
 from backends.errors import InvalidRequest
 from server.errors import from_validation_error
+from server.http.auth_middleware import key_of
 from server.http.json_limits import MAX_DEPTH, check_body
 from server.http.telemetry_middleware import record_of
 from server.telemetry import check_request_id, mint_request_id
@@ -61,3 +63,23 @@ def request_id(request: Request, prefix: str) -> str:
     if record is not None:
         record.request_id = rid
     return rid
+
+
+def resolve_model(request: Request, model: str | None):
+    """The backend serving `model` for this request's API key (PermissionDenied for a model it may not use)."""
+    return request.app.state.router.resolve(model, key_of(request))
+
+
+CLIENT_READ_TIMEOUT_HEADER = "x-stainless-read-timeout"
+"""The read timeout, in seconds, OpenAI's official clients send with each request: how long they wait for
+each next byte of the answer before giving up."""
+
+
+def client_read_timeout(request: Request) -> float | None:
+    """The client's own read timeout for this request, when it says (a bad value is ignored, not an error)."""
+    value = request.headers.get(CLIENT_READ_TIMEOUT_HEADER)
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else None

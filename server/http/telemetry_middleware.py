@@ -9,11 +9,11 @@ from starlette.requests import Request
 from server.telemetry import RequestRecord, Telemetry, mint_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
-_SCOPE_KEY = "turnout.record"
+RECORD_SCOPE_KEY = "turnout.record"
 
 
 def record_of(request: Request) -> RequestRecord | None:
-    return request.scope.get(_SCOPE_KEY)
+    return request.scope.get(RECORD_SCOPE_KEY)
 
 
 class ObservabilityMiddleware:
@@ -29,7 +29,7 @@ class ObservabilityMiddleware:
             return
         endpoint = scope["path"] if scope["path"] in self.paths else "unmatched"
         record = self.telemetry.begin("http", endpoint, Headers(scope=scope).get(REQUEST_ID_HEADER) or None)
-        scope[_SCOPE_KEY] = record
+        scope[RECORD_SCOPE_KEY] = record
         status = "500"
 
         async def send_with_id(message):
@@ -40,6 +40,9 @@ class ObservabilityMiddleware:
                 headers = MutableHeaders(scope=message)
                 if REQUEST_ID_HEADER not in headers:
                     headers[REQUEST_ID_HEADER] = record.request_id
+                if record.rate_ticket is not None:  # a rate-limited key's standing, as OpenAI reports it
+                    for name, value in record.rate_ticket.headers().items():
+                        headers[name] = value
             await send(message)
 
         try:

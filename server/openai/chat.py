@@ -9,27 +9,34 @@ from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest, Usage
 from server.http import sse, telemetry_middleware
-from server.http.requests import parse_body, request_id
+from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model
 from server.http.streams import merge, until_disconnected
+from server.http.telemetry_middleware import record_of
 from server.openai.choices import collect, usage_dict, with_usage
 from server.openai.convert import chat_sampling_params, render_chat
 from server.openai.logprobs import chat_logprobs
 from server.openai.schemas import ChatCompletionRequest
+from server.rate_limits import estimate_tokens
 
 
 async def create_chat_completion(request: Request):
     body = await parse_body(request, ChatCompletionRequest)
-    backend = request.app.state.router.resolve(body.model)
+    backend = resolve_model(request, body.model)
     params = chat_sampling_params(body)
-    request.app.state.router.check_fan_out(1, params)
+    admitted = request.app.state.router.admit(record_of(request), 1, params,
+                                              estimate_tokens([m.text() for m in body.messages]),
+                                              patience=client_read_timeout(request))
     rid = request_id(request, "chatcmpl")
     if backend.tokenizing is None:  # a remote backend: its server applies the chat template
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        generate_request = GenerateRequest(rid, body.model, params, messages=messages, buffered=not body.stream)
+        generate_request = GenerateRequest(rid, body.model, params, messages=messages, buffered=not body.stream,
+                                           tenant=admitted.tenant, deadline=admitted.deadline,
+                                           patience=admitted.patience)
     else:
         prompt_ids = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
         generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
-                                           buffered=not body.stream)
+                                           buffered=not body.stream, tenant=admitted.tenant,
+                                           deadline=admitted.deadline, patience=admitted.patience)
     merged = merge([telemetry_middleware.observed(request, backend, generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 

@@ -9,21 +9,25 @@ from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest, Usage
 from server.http import sse, telemetry_middleware
-from server.http.requests import parse_body, request_id
+from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model
 from server.http.streams import merge, until_disconnected
+from server.http.telemetry_middleware import record_of
 from server.openai.choices import choice_index, collect, usage_dict, with_usage
 from server.openai.convert import completion_sampling_params
 from server.openai.logprobs import completion_logprobs
 from server.openai.schemas import CompletionRequest
+from server.rate_limits import estimate_tokens
 
 
 async def create_completion(request: Request):
     body = await parse_body(request, CompletionRequest)
-    backend = request.app.state.router.resolve(body.model)
+    backend = resolve_model(request, body.model)
     params = completion_sampling_params(body)
     rid = request_id(request, "cmpl")
     prompts = body.prompts()
-    request.app.state.router.check_fan_out(len(prompts), params)
+    estimate = estimate_tokens([p for p in prompts if isinstance(p, str)], [p for p in prompts if isinstance(p, list)])
+    admitted = request.app.state.router.admit(record_of(request), len(prompts), params, estimate,
+                                              patience=client_read_timeout(request))
     generate_requests = [
         GenerateRequest(
             request_id=rid if len(prompts) == 1 else f"{rid}-{i}",
@@ -32,6 +36,9 @@ async def create_completion(request: Request):
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_token_ids=None if isinstance(prompt, str) else prompt,
             buffered=not body.stream,
+            tenant=admitted.tenant,
+            deadline=admitted.deadline,
+            patience=admitted.patience,
         )
         for i, prompt in enumerate(prompts)
     ]

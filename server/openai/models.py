@@ -5,12 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server.http.auth_middleware import key_of
+
 
 async def list_models(request: Request):
     router = request.app.state.router
     created = request.app.state.started_at
     data = []
-    for info in router.models():
+    for info in router.models(key_of(request)):
         data.append({
             "id": info.name,
             "object": "model",

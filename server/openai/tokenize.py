@@ -7,13 +7,13 @@ from starlette.responses import JSONResponse
 
 from backends.errors import InvalidRequest
 from server.http.json_limits import check_body
-from server.http.requests import parse_body, validated
+from server.http.requests import parse_body, resolve_model, validated
 from server.openai.convert import render_chat
 from server.openai.schemas import DetokenizeRequest, TokenizeRequest
 
 
 def _local_tokenizer(request: Request, model: str | None):
-    backend = request.app.state.router.resolve(model)
+    backend = resolve_model(request, model)
     if backend.tokenizing is None:
         raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
     return backend

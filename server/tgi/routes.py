@@ -19,8 +19,10 @@ from backends.errors import InvalidRequest
 from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
 from server.http import sse, telemetry_middleware
-from server.http.requests import json_object, request_id
+from server.http.requests import client_read_timeout, json_object, request_id, resolve_model
 from server.http.streams import ClientDisconnected, merge, until_disconnected
+from server.http.telemetry_middleware import record_of
+from server.rate_limits import estimate_tokens
 from server.tgi import schemas as schema
 from server.tgi.convert import Sequence, TokenEncoder, finish_reason, sampling_params
 
@@ -53,7 +55,7 @@ async def _parse(request: Request, model: type[BaseModel]):
 
 async def _core_request(request: Request, body: schema.GenerateRequest, stream: bool):
     """The backend, the core request, and the prompt text TGI prepends under return_full_text."""
-    backend = request.app.state.router.resolve(body.model)
+    backend = resolve_model(request, body.model)
     p = body.parameters
     best_of = p.best_of or 1
     if stream and best_of > 1:
@@ -62,7 +64,8 @@ async def _core_request(request: Request, body: schema.GenerateRequest, stream: 
         raise InvalidRequest("`decoder_input_details` == true is not supported when streaming tokens",
                              param="decoder_input_details")
     params = sampling_params(p, n=best_of, stream=stream)
-    request.app.state.router.check_fan_out(1, params)
+    admitted = request.app.state.router.admit(record_of(request), 1, params, estimate_tokens([body.inputs]),
+                                              patience=client_read_timeout(request))
     prompt_ids = await _truncated(backend, body.inputs, p.truncate)
     core = CoreRequest(
         request_id=request_id(request, "tgi"),
@@ -72,6 +75,9 @@ async def _core_request(request: Request, body: schema.GenerateRequest, stream: 
         prompt_token_ids=prompt_ids,
         adapter=p.adapter_id,
         buffered=not stream,
+        tenant=admitted.tenant,
+        deadline=admitted.deadline,
+        patience=admitted.patience,
     )
     return backend, core, body.inputs if p.return_full_text else ""
 
@@ -197,7 +203,7 @@ async def _events(deltas, p: schema.GenerateParameters, seed: int | None, full_t
 @tgi_errors
 async def info(request: Request):
     """TGI's `Info` for the default model (a TGI server serves exactly one)."""
-    backend = request.app.state.router.resolve(None)
+    backend = resolve_model(request, None)
     max_total = backend.info.max_model_len
     return JSONResponse({
         "model_id": backend.info.name,
@@ -221,7 +227,7 @@ async def info(request: Request):
 async def tokenize(request: Request):
     """TGI's POST /tokenize: a list of {id, text, start, stop} (character offsets into `inputs`)."""
     body = await _parse(request, schema.TokenizeRequest)
-    backend = request.app.state.router.resolve(body.model)
+    backend = resolve_model(request, body.model)
     tokenizing = backend.tokenizing
     if tokenizing is None:
         raise InvalidRequest(f"model {backend.info.name!r} has no local tokenizer", param="model")
