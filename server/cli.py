@@ -68,6 +68,18 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-sequences-per-request", type=int, default=None, metavar="N",
                    help="most sequences one request may start (prompts x max(n, best_of, beam_width)); more is "
                         "a 400; default: the config file's router setting, else 64")
+    p.add_argument("--max-queued-requests", type=int, default=None, metavar="N",
+                   help="requests that may wait for a model at capacity (fair across API keys); beyond it a 429 "
+                        "with Retry-After; default: the config file's router setting, else 256")
+    p.add_argument("--max-queued-prompt-tokens", type=int, default=None, metavar="N",
+                   help="the same bound in prompt tokens; default 262144")
+    p.add_argument("--request-timeout", type=float, default=None, metavar="S",
+                   help="seconds a request may take before its work is aborted (a 504, or an error event); "
+                        "default: no limit (a client's read timeout still bounds each wait for output)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                   help="on SIGTERM/SIGINT: /ready turns 503, new requests get 503, and requests in flight get "
+                        "this long to finish before streams still running end with an error event; then the "
+                        "process exits 0 (a second signal stops at once; 0: stop at once)")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help="require this API key (Authorization: Bearer KEY, or x-api-key) on every route but "
                         "/health, /ready and /metrics; also read from TURNOUT_API_KEY")
@@ -176,6 +188,7 @@ def serve(args: argparse.Namespace) -> int:
     from server.access_log import configure_logging
     from server.app import build_app
     from server.config import ConfigError, load_config
+    from server.drain import DrainingServer
     from server.http.transport import http_protocol
     from server.router import Router
     from server.telemetry import Telemetry
@@ -183,9 +196,13 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config) if args.config else single_model_config(args)
-        if args.max_sequences_per_request is not None:
-            config.router.max_sequences_per_request = args.max_sequences_per_request
-            config.router.validate()
+        for name in ("max_sequences_per_request", "max_queued_requests", "max_queued_prompt_tokens",
+                     "request_timeout"):
+            if getattr(args, name) is not None:
+                setattr(config.router, name, getattr(args, name))
+        config.router.validate()
+        if args.drain_timeout < 0:
+            raise ValueError(f"--drain-timeout must be >= 0, got {args.drain_timeout}")
         config.keys = _key_ring(args)
         router = Router.from_config(config)
         tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
@@ -197,9 +214,11 @@ def serve(args: argparse.Namespace) -> int:
     telemetry = Telemetry(tracer=tracer, access_log=not args.no_access_log)
     app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host,
                     keys_for_ops=args.api_key_for_ops)
-    # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10,
-                access_log=False, log_config=None, http=http_protocol())
+    # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format. The drain
+    # has already let requests finish when uvicorn's own graceful shutdown starts.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=5, access_log=False, log_config=None, http=http_protocol())
+    DrainingServer(config, router, args.drain_timeout).run()
     return 0
 
 
