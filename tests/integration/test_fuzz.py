@@ -139,11 +139,22 @@ def body(draw, fields: tuple[dict, dict]) -> bytes:
     return json.dumps(data).encode()
 
 
+# Headers the server reads: request ids, API keys (this server has none; a key is then ignored), the
+# client's read timeout.
+plain_headers = st.just({"content-type": "application/json"})
+odd_headers = st.fixed_dictionaries({"content-type": st.just("application/json")}, optional={
+    "x-request-id": st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=40) | st.just("r" * 300),
+    "authorization": st.sampled_from(["Bearer", "Basic abc", "Bearer tk-x", "bearer  y", "Bearer a b"]),
+    "x-api-key": st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=20),
+    "x-stainless-read-timeout": st.sampled_from(["0", "-1", "nan", "inf", "1e308", "abc", "0.0001", "30"]),
+})
+
+
 def fuzz_route(path: str):
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(raw=body(ROUTES[path]))
-    def run(server, http, raw):
-        response = http.post(server.url + path, content=raw, headers={"content-type": "application/json"})
+    @given(raw=body(ROUTES[path]), sent_headers=plain_headers | plain_headers | odd_headers)
+    def run(server, http, raw, sent_headers):
+        response = http.post(server.url + path, content=raw, headers=sent_headers)
         assert response.status_code < 500, (raw[:300], response.status_code, response.text[:300])
         if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
             assert response.text.rstrip().endswith(("[DONE]", "}")), response.text[-200:]

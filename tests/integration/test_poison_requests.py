@@ -31,10 +31,10 @@ def post_raw(url: str, raw: str | bytes) -> httpx.Response:
     return httpx.post(url, content=raw, headers={"content-type": "application/json"}, timeout=60)
 
 
-def assert_still_serving(server) -> None:
+def assert_still_serving(server, headers: dict | None = None) -> None:
     """A normal request succeeds, nothing is left in the engine, and the process is healthy."""
     r = httpx.post(server.base_url + "/completions", json={**OK_COMPLETION, "max_tokens": 3,
-                                                            "ignore_eos": True}, timeout=60)
+                                                            "ignore_eos": True}, timeout=60, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 3
     engine = server.engine()

@@ -25,7 +25,15 @@ from backends.errors import (
     Unavailable,
     UpstreamError,
 )
-from server.errors import ERROR_TABLE, grpc_status, http_status, openai_body, tgi_error_body
+from server.admission import (
+    DeadlineExceeded,
+    Draining,
+    PermissionDenied,
+    QueueFull,
+    RateLimited,
+    Unauthenticated,
+)
+from server.errors import ERROR_TABLE, error_headers, grpc_status, http_status, openai_body, tgi_error_body
 
 S = grpc.StatusCode
 # Modules that need what CI does not have (an NVIDIA GPU's TensorRT-LLM) are left out of the walk.
@@ -69,6 +77,16 @@ def test_rows_run_from_the_most_specific_class_to_the_most_general():
     (RequestFailed("alone"), 500, "internal_error", "request_failed", (424, "generation"), S.INTERNAL),
     (UpstreamError("far"), 502, "upstream_error", None, (424, "generation"), S.UNAVAILABLE),
     (StreamInterrupted("cut"), 502, "upstream_error", "stream_interrupted", (424, "generation"), S.UNAVAILABLE),
+    (Unauthenticated("who"), 401, "invalid_request_error", "invalid_api_key", (401, "authentication"),
+     S.UNAUTHENTICATED),
+    (PermissionDenied("no"), 403, "invalid_request_error", "model_not_allowed", (403, "authorization"),
+     S.PERMISSION_DENIED),
+    (RateLimited("slow down"), 429, "rate_limit_error", "rate_limit_exceeded", (429, "overloaded"),
+     S.RESOURCE_EXHAUSTED),
+    (QueueFull("full"), 429, "server_overloaded", "queue_full", (429, "overloaded"), S.RESOURCE_EXHAUSTED),
+    (Draining("bye"), 503, "service_unavailable", "draining", (429, "overloaded"), S.UNAVAILABLE),
+    (DeadlineExceeded("late"), 504, "timeout_error", "deadline_exceeded", (424, "generation"),
+     S.DEADLINE_EXCEEDED),
     (TurnoutError("other"), 500, "internal_error", None, (424, "generation"), S.INTERNAL),
 ], ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
 def test_each_class_has_one_meaning_on_every_protocol(error, http, openai_type, code, tgi, grpc_code):
@@ -82,3 +100,10 @@ def test_each_class_has_one_meaning_on_every_protocol(error, http, openai_type, 
 
 def test_an_errors_own_code_wins_over_its_classes():
     assert openai_body(InvalidRequest("upstream said so", code="invalid_value"))["error"]["code"] == "invalid_value"
+
+
+def test_retryable_errors_say_when_and_a_401_says_how():
+    assert error_headers(QueueFull("full", retry_after=2.2)) == {"retry-after": "3"}
+    assert error_headers(RateLimited("slow", retry_after=0.1)) == {"retry-after": "1"}
+    assert error_headers(Unauthenticated("who"))["www-authenticate"].startswith("Bearer")
+    assert error_headers(InvalidRequest("bad")) == {}
