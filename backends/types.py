@@ -17,6 +17,9 @@ class FinishReason(StrEnum):
     ABORT = "abort"  # the client went away or the request was cancelled
 
 
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
+
 @dataclass(slots=True)
 class SamplingParams:
     """Every decoding knob a request can turn. Defaults mean "plain greedy-or-sampled, no filters".
@@ -74,7 +77,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        """Temperatures below GREEDY_BELOW_TEMPERATURE are greedy too (as vLLM's): dividing logits by, say,
+        1e-300 overflows them to infinities, whose softmax is NaN, and the draw would pick any token."""
+        return self.temperature < GREEDY_BELOW_TEMPERATURE or self.top_k == 1
 
     def validate(self) -> None:
         """Raise ValueError naming the first field outside the range a backend can honour."""

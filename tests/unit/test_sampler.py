@@ -37,6 +37,17 @@ def test_temperature_zero_and_top_k_one_equal_greedy(rows, seed):
     assert sampler(logits, seqs_for(*top1)) == greedy
 
 
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(logit_rows, min_size=1, max_size=4), temperature=st.sampled_from([5e-324, 1e-300, 1e-8, 9e-6]),
+       seed=st.integers(0, 2**31))
+def test_a_vanishing_temperature_is_greedy_not_an_overflow(rows, temperature, seed):
+    """Logits divided by 1e-300 overflow to infinities, whose softmax is NaN: such a draw picked any token
+    at all, one a grammar had masked included (the fuzz test found it through response_format)."""
+    logits = torch.tensor(rows) - 20.0  # every logit negative: divided, all would become -inf
+    params = [SamplingParams(temperature=temperature, seed=seed)] * len(rows)
+    assert Sampler(eos_token_ids=[0])(logits, seqs_for(*params)) == logits.argmax(dim=-1).tolist()
+
+
 def test_filtered_tokens_are_never_sampled():
     torch.manual_seed(0)
     logits = torch.randn(4, VOCAB)
