@@ -18,6 +18,8 @@ from starlette.routing import Route
 from backends.errors import TurnoutError
 from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
 from server.http.auth_middleware import OPS_PATHS, ApiKeyMiddleware
+from server.http.body_guard import BodyGuard
+from server.http.limits import HttpLimits
 from server.http.ops_routes import health, metrics, ready
 from server.http.requests import loads_object
 from server.http.streams import ClientDisconnected
@@ -110,10 +112,12 @@ class UnhandledErrors:
 
 
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
-              grpc_host: str = "127.0.0.1", keys_for_ops: bool = False) -> Starlette:
+              grpc_host: str = "127.0.0.1", keys_for_ops: bool = False,
+              limits: HttpLimits | None = None) -> Starlette:
     """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router.
     With API keys (`router.keys`), every route needs one; /health, /ready and /metrics too if
-    `keys_for_ops`."""
+    `keys_for_ops`. `limits` bounds request bodies (the rest of it is the uvicorn protocol's:
+    transport.http_protocol)."""
     telemetry = telemetry or Telemetry()
 
     @contextlib.asynccontextmanager
@@ -153,10 +157,15 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             ClientDisconnect: _client_gone,  # Starlette's: the client left while its body was being read
             Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
-        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
-                    Middleware(UnhandledErrors),
-                    Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
-                               open_paths=frozenset() if keys_for_ops else OPS_PATHS)],
+        middleware=[
+            Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
+            Middleware(UnhandledErrors),
+            Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
+                       open_paths=frozenset() if keys_for_ops else OPS_PATHS),
+            # After the key: a client without one does not get its body read.
+            Middleware(BodyGuard, limits=limits or HttpLimits(), tgi_paths=_TGI_PATHS,
+                       paths={r.path for r in ROUTES if "POST" in r.methods}),
+        ],
     )
     app.state.router = router
     app.state.telemetry = telemetry

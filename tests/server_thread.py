@@ -33,7 +33,7 @@ class ServerThread:
         self.port = free_port()
         self.grpc_port = free_port() if grpc else None
         self.limits = limits or HttpLimits()
-        self.app = build_app(self.router, grpc_port=self.grpc_port)
+        self.app = build_app(self.router, grpc_port=self.grpc_port, limits=self.limits)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 http=protocol_over(parser, self.limits) if parser else http_protocol(self.limits),
                                 timeout_keep_alive=self.limits.keep_alive_timeout)
