@@ -25,15 +25,16 @@ def free_port() -> int:
 
 class ServerThread:
     def __init__(self, backends: dict[str, HFBackend], router: Router | None = None, grpc: bool = False,
-                 limits: HttpLimits | None = None, parser: type | None = None):
-        """`limits`: as `turnout serve`'s flags set them (default: their defaults).
+                 limits: HttpLimits | None = None, allowed_origins: tuple[str, ...] = (), parser: type | None = None):
+        """`limits` and `allowed_origins`: as `turnout serve`'s flags set them (default: their defaults).
         `parser`: uvicorn's protocol class ours is built on (default: the one `http_protocol` picks)."""
         self.backends = backends
         self.router = router or Router(backends)
         self.port = free_port()
         self.grpc_port = free_port() if grpc else None
         self.limits = limits or HttpLimits()
-        self.app = build_app(self.router, grpc_port=self.grpc_port, limits=self.limits)
+        self.app = build_app(self.router, grpc_port=self.grpc_port, limits=self.limits,
+                             allowed_origins=allowed_origins)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 http=protocol_over(parser, self.limits) if parser else http_protocol(self.limits),
                                 timeout_keep_alive=self.limits.keep_alive_timeout)
