@@ -132,10 +132,9 @@ class LimitedConnection:
     def make_room(self) -> None:
         """At the connection limit, the connection that has gone longest without a request in flight is
         closed for this one; if every other connection has one, this one is refused when its head is in."""
-        others = [c for c in self.connections if c is not self]
-        if len(others) < self.limits.max_connections:
+        if len(self.connections) <= self.limits.max_connections:  # this one included
             return
-        idle = [c for c in others if getattr(c, "idle_since", None) is not None]
+        idle = [c for c in self.connections if c is not self and getattr(c, "idle_since", None) is not None]
         if not idle:
             self.over_capacity = True
             return
