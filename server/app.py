@@ -6,11 +6,13 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,10 +20,12 @@ from starlette.routing import Route
 from backends.errors import TurnoutError
 from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
 from server.http.auth_middleware import OPS_PATHS, ApiKeyMiddleware
+from server.http.body_guard import BodyGuard
+from server.http.limits import HttpLimits
 from server.http.ops_routes import health, metrics, ready
 from server.http.requests import loads_object
 from server.http.streams import ClientDisconnected
-from server.http.telemetry_middleware import ObservabilityMiddleware
+from server.http.telemetry_middleware import REQUEST_ID_HEADER, ObservabilityMiddleware
 from server.openai import tokenize as openai_tokenize
 from server.openai.chat import create_chat_completion
 from server.openai.completions import create_completion
@@ -110,11 +114,16 @@ class UnhandledErrors:
 
 
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
-              grpc_host: str = "127.0.0.1", keys_for_ops: bool = False) -> Starlette:
+              grpc_host: str = "127.0.0.1", keys_for_ops: bool = False,
+              limits: HttpLimits | None = None, allowed_origins: Sequence[str] = ()) -> Starlette:
     """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router.
     With API keys (`router.keys`), every route needs one; /health, /ready and /metrics too if
-    `keys_for_ops`."""
+    `keys_for_ops`. `limits` bounds request bodies (the rest of it is the uvicorn protocol's:
+    transport.http_protocol); `allowed_origins` lets web pages of those origins call the API (CORS; none by
+    default)."""
     telemetry = telemetry or Telemetry()
+    cors = [Middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["*"], expose_headers=[REQUEST_ID_HEADER])] if allowed_origins else []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -153,10 +162,16 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             ClientDisconnect: _client_gone,  # Starlette's: the client left while its body was being read
             Exception: handle_exception,  # only for errors raised outside UnhandledErrors
         },
-        middleware=[Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
-                    Middleware(UnhandledErrors),
-                    Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
-                               open_paths=frozenset() if keys_for_ops else OPS_PATHS)],
+        middleware=[
+            *cors,  # outermost, so that a refusal further in carries the headers a page needs to read it
+            Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
+            Middleware(UnhandledErrors),
+            Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
+                       open_paths=frozenset() if keys_for_ops else OPS_PATHS),
+            # After the key: a client without one does not get its body read.
+            Middleware(BodyGuard, limits=limits or HttpLimits(), tgi_paths=_TGI_PATHS,
+                       paths={r.path for r in ROUTES if "POST" in r.methods}),
+        ],
     )
     app.state.router = router
     app.state.telemetry = telemetry

@@ -95,6 +95,47 @@ def _serve_parser(sub) -> None:
                         "machine, which a client's next request waits for); metrics still count every request")
     p.add_argument("--otel-traces", default=None, choices=["console", "otlp"],
                    help="OpenTelemetry spans per request (route -> backend -> stream); needs turnout[otel]")
+    add_limit_flags(p)
+
+
+def add_limit_flags(p) -> None:
+    """What a connection and a request may cost (server/http/limits.py, where each is explained)."""
+    from server.http.limits import HttpLimits
+
+    default = HttpLimits()
+    limits = p.add_argument_group("limits", "what one connection or request may cost the server")
+    limits.add_argument("--max-body-bytes", type=int, default=default.max_body_bytes, metavar="N",
+                        help="largest request body; a larger one is a 413, refused before it is read")
+    limits.add_argument("--max-header-bytes", type=int, default=default.max_header_bytes, metavar="N",
+                        help="largest request head (request line and headers); larger is a 431")
+    limits.add_argument("--max-header-count", type=int, default=default.max_header_count, metavar="N",
+                        help="most header lines in a request; more is a 431")
+    limits.add_argument("--header-timeout", type=float, default=default.header_timeout, metavar="SECONDS",
+                        help="time a request head may take to arrive; slower is a 408 and the connection closes")
+    limits.add_argument("--body-timeout", type=float, default=default.body_timeout, metavar="SECONDS",
+                        help="time a request body may take to arrive after its head; slower is a 408")
+    limits.add_argument("--keep-alive-timeout", type=float, default=default.keep_alive_timeout,
+                        metavar="SECONDS", help="how long an idle keep-alive connection stays open")
+    limits.add_argument("--max-connections", type=int, default=default.max_connections, metavar="N",
+                        help="most connections open at once; at the limit the longest idle one is closed for a "
+                             "new one, and when none is idle new requests get a 503")
+    limits.add_argument("--allowed-origins", action="append", default=[], metavar="ORIGIN[,ORIGIN...]",
+                        help="web origins whose pages may call the API (CORS), comma-separated or repeated, "
+                             "e.g. http://localhost:3000; default: none (CORS off)")
+
+
+def http_limits(args: argparse.Namespace):
+    """The flags' HttpLimits; a bad value is a ValueError quoting it."""
+    from server.http.limits import HttpLimits
+
+    return HttpLimits(max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes,
+                      max_header_count=args.max_header_count, header_timeout=args.header_timeout,
+                      body_timeout=args.body_timeout, keep_alive_timeout=args.keep_alive_timeout,
+                      max_connections=args.max_connections)
+
+
+def allowed_origins(values: list[str]) -> list[str]:
+    return [origin.strip() for value in values for origin in value.split(",") if origin.strip()]
 
 
 def _backend_options(pairs: list[str]) -> dict:
@@ -204,6 +245,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.drain_timeout < 0:
             raise ValueError(f"--drain-timeout must be >= 0, got {args.drain_timeout}")
         config.keys = _key_ring(args)
+        limits = http_limits(args)
         router = Router.from_config(config)
         tracer = Tracer.create(args.otel_traces) if args.otel_traces else Tracer()
     except (ValueError, ConfigError, TracingUnavailable) as exc:
@@ -213,11 +255,14 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     telemetry = Telemetry(tracer=tracer, access_log=not args.no_access_log)
     app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host,
-                    keys_for_ops=args.api_key_for_ops)
+                    keys_for_ops=args.api_key_for_ops, limits=limits,
+                    allowed_origins=allowed_origins(args.allowed_origins))
     # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format. The drain
-    # has already let requests finish when uvicorn's own graceful shutdown starts.
+    # has already let requests finish when uvicorn's own graceful shutdown starts. The connection limit is our
+    # protocol's (transport.py), not uvicorn's limit_concurrency.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            timeout_graceful_shutdown=5, access_log=False, log_config=None, http=http_protocol())
+                            timeout_graceful_shutdown=5, access_log=False, log_config=None,
+                            http=http_protocol(limits), timeout_keep_alive=limits.keep_alive_timeout)
     DrainingServer(config, router, args.drain_timeout).run()
     return 0
 

@@ -12,7 +12,8 @@ import uvicorn
 from backends.hf.backend import HFBackend
 from backends.hf.config import HFEngineConfig
 from server.app import build_app
-from server.http.transport import http_protocol
+from server.http.limits import HttpLimits
+from server.http.transport import http_protocol, protocol_over
 from server.router import Router
 
 
@@ -23,25 +24,32 @@ def free_port() -> int:
 
 
 class ServerThread:
-    def __init__(self, backends: dict[str, HFBackend], router: Router | None = None, grpc: bool = False):
+    def __init__(self, backends: dict[str, HFBackend], router: Router | None = None, grpc: bool = False,
+                 limits: HttpLimits | None = None, allowed_origins: tuple[str, ...] = (), parser: type | None = None):
+        """`limits` and `allowed_origins`: as `turnout serve`'s flags set them (default: their defaults).
+        `parser`: uvicorn's protocol class ours is built on (default: the one `http_protocol` picks)."""
         self.backends = backends
         self.router = router or Router(backends)
         self.port = free_port()
         self.grpc_port = free_port() if grpc else None
-        self.app = build_app(self.router, grpc_port=self.grpc_port)
+        self.limits = limits or HttpLimits()
+        self.app = build_app(self.router, grpc_port=self.grpc_port, limits=self.limits,
+                             allowed_origins=allowed_origins)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                http=http_protocol())
+                                http=protocol_over(parser, self.limits) if parser else http_protocol(self.limits),
+                                timeout_keep_alive=self.limits.keep_alive_timeout)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
     @classmethod
-    def for_model(cls, model_dir, name: str, grpc: bool = False, **engine_options) -> ServerThread:
+    def for_model(cls, model_dir, name: str, grpc: bool = False, limits: HttpLimits | None = None,
+                  **engine_options) -> ServerThread:
         backend = HFBackend(HFEngineConfig(model=str(model_dir), served_model_name=name, **engine_options))
-        return cls({name: backend}, grpc=grpc)
+        return cls({name: backend}, grpc=grpc, limits=limits)
 
     @classmethod
-    def for_router(cls, router: Router) -> ServerThread:
-        return cls({}, router)
+    def for_router(cls, router: Router, limits: HttpLimits | None = None) -> ServerThread:
+        return cls({}, router, limits=limits)
 
     @property
     def url(self) -> str:

@@ -1,6 +1,7 @@
-"""uvicorn's HTTP protocol with two changes: what a connection writes during one pass of the event loop
-reaches the socket as one write, and a request that does not parse as HTTP is answered in the API's JSON
-error shape (uvicorn's is text/plain).
+"""uvicorn's HTTP protocol with our changes: what a connection writes during one pass of the event loop
+reaches the socket as one write; requests and connections are held to the limits of limits.py
+(connection_limits.py); and what the protocol refuses itself, a request that does not parse as HTTP
+included, is answered in the API's JSON error shape (refusals.py; uvicorn's is text/plain).
 
 uvicorn writes each ASGI message as soon as it is sent: a streamed response's head, then its first event,
 then at the end its last event and the chunked-encoding terminator, each a separate `send` on the socket.
@@ -14,9 +15,11 @@ one loop pass of delay. A response's end is written as soon as it is sent, since
 from __future__ import annotations
 
 import asyncio
-import json
 
-from server.errors import error_body
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from server.http.connection_limits import H11Heads, HttptoolsHeads, LimitedConnection
+from server.http.limits import HttpLimits
 
 
 class CoalescingTransport:
@@ -54,6 +57,10 @@ class CoalescingTransport:
         self.flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
     def abort(self) -> None:
         self._pending = []
         self._transport.abort()
@@ -62,31 +69,26 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol() -> type[asyncio.Protocol]:
+def http_protocol(limits: HttpLimits | None = None) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol class (httptools when installed, as uvicorn's "auto" picks), with our
-    changes. Pass it to uvicorn as `http=`."""
+    changes and `limits` (default: HttpLimits()). Pass it to uvicorn as `http=`."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:  # httptools is not installed: uvicorn's pure-Python parser
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    return protocol_over(base)
+    return protocol_over(base, limits)
 
 
-def bad_request_response(message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A whole 400 response, in OpenAI's error shape, for a connection about to close."""
-    body = json.dumps(error_body(message, "invalid_request_error")).encode()
-    head = [b"HTTP/1.1 400 Bad Request\r\n"]
-    head += [name + b": " + value + b"\r\n" for name, value in default_headers]  # server, date
-    head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
-             b"connection: close\r\n\r\n"]
-    return b"".join(head) + body
+def protocol_over(base: type[asyncio.Protocol], limits: HttpLimits | None = None) -> type[asyncio.Protocol]:
+    """`base` (uvicorn's httptools or h11 protocol class) writing through a `CoalescingTransport`, holding
+    requests and connections to `limits` (connection_limits.py), and answering what it refuses, requests
+    that do not parse included, in JSON (refusals.py)."""
+    heads = H11Heads if issubclass(base, H11Protocol) else HttptoolsHeads
+    chosen_limits = limits or HttpLimits()
 
+    class TurnoutHttpProtocol(LimitedConnection, heads, base):
+        limits = chosen_limits
 
-def protocol_over(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """`base` (uvicorn's httptools or h11 protocol class) writing through a `CoalescingTransport` and
-    answering unparseable requests with `bad_request_response`."""
-
-    class CoalescingHttpProtocol(base):
         def connection_made(self, transport) -> None:
             super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
 
@@ -97,11 +99,4 @@ def protocol_over(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
             self.transport.flush()
             super().on_response_complete()
 
-        def send_400_response(self, msg: str) -> None:
-            # uvicorn calls this when its parser rejects the bytes (a bad request line, header or chunk
-            # size). Nothing after them can be parsed, so the connection closes after this response, which
-            # is written as bytes for both parsers: h11's state machine has already failed on the request.
-            self.transport.write(bad_request_response(msg, self.server_state.default_headers))
-            self.transport.close()
-
-    return CoalescingHttpProtocol
+    return TurnoutHttpProtocol

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import httpx
 import openai
 import pytest
 
@@ -15,7 +16,8 @@ from tests.server_thread import free_port, wait_ready
 def test_help_explains_the_options():
     out = subprocess.run([sys.executable, "-m", "server", "serve", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for option in ("--model", "--port", "--max-num-seqs", "--max-model-len", "bundled model"):
+    for option in ("--model", "--port", "--max-num-seqs", "--max-model-len", "bundled model", "--max-body-bytes",
+                   "--allowed-origins"):
         assert option in out
 
 
@@ -25,14 +27,25 @@ def test_bad_option_value_is_refused_with_the_value_quoted():
     assert r.returncode == 2 and "max_num_seqs" in r.stderr and "0" in r.stderr
 
 
+def test_a_bad_limit_is_refused_with_the_value_quoted():
+    r = subprocess.run([sys.executable, "-m", "server", "serve", "--body-timeout", "-1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "body_timeout" in r.stderr and "-1.0" in r.stderr
+
+
+SERVED_MAX_BODY = 65536
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, bundled_model_dir):
-    """`turnout serve` with no --model, started from an empty directory; yields its port."""
+    """`turnout serve` with no --model, started from an empty directory; yields its port. Two of the limit
+    flags are set, to see that they reach the server."""
     cwd = tmp_path_factory.mktemp("cwd")
     port = free_port()
     turnout = os.path.join(os.path.dirname(sys.executable), "turnout")  # the installed console script
+    limits = ["--max-body-bytes", str(SERVED_MAX_BODY), "--allowed-origins", "http://a.example,http://b.example"]
     with open(cwd / "server.log", "w") as log:
-        proc = subprocess.Popen([turnout, "serve", "--port", str(port)], cwd=cwd, stdout=log,
+        proc = subprocess.Popen([turnout, "serve", "--port", str(port), *limits], cwd=cwd, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             wait_ready(port, proc, log_path=cwd / "server.log")
@@ -48,6 +61,15 @@ def test_serve_bundled_model_from_any_directory(served):
     out = client.chat.completions.create(model="turnout-tiny", max_tokens=8,
                                          messages=[{"role": "user", "content": "What is a tuple?"}])
     assert out.choices[0].message.content
+
+
+def test_the_limit_flags_reach_the_server(served):
+    url = f"http://127.0.0.1:{served}/v1/completions"
+    body = json.dumps({"model": "turnout-tiny", "prompt": "x" * SERVED_MAX_BODY}).encode()
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and f"limit of {SERVED_MAX_BODY} bytes" in r.json()["error"]["message"]
+    preflight = httpx.options(url, headers={"origin": "http://b.example", "access-control-request-method": "POST"})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "http://b.example"
 
 
 TERMINATOR = b"0\r\n\r\n"

@@ -2,6 +2,11 @@
 client sends, the answer is never a 5xx (gRPC: never INTERNAL or UNKNOWN), and the server is healthy
 after, with nothing left in the engine.
 
+Transport-level hostility too: any Content-Type on any POST route (415 unless it is JSON), and request heads
+with any number of header lines of any size and bytes, sent raw (400 or 431 when they break the parser or
+the limits). Read timeouts and slow clients do not fit here (each example would wait out a timeout):
+tests/integration/test_head_limits.py, test_body_limits.py and test_slow_clients.py have them.
+
 Bodies are built field by field from each route's real field names: each field present or not, each value
 either plausible (so requests get past validation and into the engine) or hostile (wrong types, huge or
 negative numbers, NaN and infinities, lone surrogates, nesting, garbage). The server under fuzz has a
@@ -12,6 +17,7 @@ requests take about a minute. New fields and routes belong here: add them to the
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import grpc
@@ -21,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.grpc.gen import generate_pb2 as pb
+from server.http.body_guard import is_json
 from tests.grpc_client import stub
 from tests.integration.conftest import BUNDLED
 from tests.integration.test_poison_requests import assert_still_serving
@@ -207,4 +214,56 @@ def _grpc_generate(server, model, text, ids, use_ids, sampling, streamed):
 
 def test_grpc_never_answers_internal_or_unknown(server):
     _grpc_generate(server)
+    assert_still_serving(server)
+
+
+# Header values httpx can send (no leading or trailing space): plausible media types, and anything else.
+content_type = st.sampled_from([
+    "application/json", "application/json; charset=utf-8", "APPLICATION/JSON;charset=latin-1", "text/plain",
+    "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+    "application/jsonl", "application/json-patch+json", "json", "*/*", ";", "application/json,text/plain",
+]) | st.from_regex(r"[!-~]([ -~]{0,38}[!-~])?", fullmatch=True)
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(path=st.sampled_from(list(ROUTES)), media_type=content_type)
+def _content_types(server, http, path, media_type):
+    r = http.post(server.url + path, content=b"{}", headers={"content-type": media_type})
+    assert r.status_code < 500, (media_type, r.status_code, r.text[:300])
+    assert (r.status_code == 415) == (not is_json(media_type)), (media_type, r.status_code, r.text[:300])
+
+
+def test_any_content_type_is_json_or_a_415(server):
+    with httpx.Client(timeout=60) as http:
+        _content_types(server, http)
+    assert_still_serving(server)
+
+
+token = st.from_regex(r"[A-Za-z0-9-]{1,30}", fullmatch=True).map(str.encode)
+header_line = st.tuples(token | st.binary(min_size=1, max_size=30),  # mostly names, sometimes garbage
+                        st.text(max_size=200).map(lambda v: v.encode().replace(b"\r", b"").replace(b"\n", b""))
+                        | st.binary(max_size=200).map(lambda v: v.replace(b"\r", b"").replace(b"\n", b"")))
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(lines=st.lists(header_line, max_size=3), many=st.sampled_from([0, 0, 50, 97, 98, 150, 1000]),
+       big=st.sampled_from([0, 0, 1000, 32_000, 33_000, 200_000]))
+def _heads(server, lines, many, big):
+    """Header lines of any bytes, up to 1000 more of them (the limit is 100) and one of up to 200 kB (32 kB)."""
+    lines = lines + [(b"x-many-%d" % i, b"1") for i in range(many)] + [(b"x-big", b"b" * big)]
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += b"".join(name + b": " + value + b"\r\n" for name, value in lines) + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):  # b"": the server closed the connection (a timeout fails the test)
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (200, 400, 431), answer[:300]
+    if status != 200:
+        assert set(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]) == {"message", "type", "param", "code"}
+
+
+def test_any_request_head_is_served_or_a_400_or_431_in_json(server):
+    _heads(server)
     assert_still_serving(server)

@@ -157,7 +157,9 @@ def test_tokenize_with_no_messages_is_a_400(server):
 
 
 def test_a_prompt_too_big_for_any_context_is_refused_before_tokenizing(server):
-    megabytes = "All work and no play. " * 500_000  # 11 MB: ~5 s of tokenizing on the event loop before
+    # 6.6 MB, under the default body limit (8 MiB): ~3 s of tokenizing on the event loop before
+    megabytes = "All work and no play. " * 300_000
+    assert len(megabytes) + 1000 < server.limits.max_body_bytes
     started = time.perf_counter()
     for path, body in (("/v1/completions", {**OK_COMPLETION, "prompt": megabytes}),
                        ("/v1/chat/completions", {**OK_CHAT, "messages": [{"role": "user", "content": megabytes}]}),
@@ -167,11 +169,21 @@ def test_a_prompt_too_big_for_any_context_is_refused_before_tokenizing(server):
         assert "characters" in error["message"]
     r = httpx.post(server.url + "/generate", json={"inputs": megabytes, "parameters": {"max_new_tokens": 2}})
     assert r.status_code == 422 and "characters" in r.json()["error"]
-    # TGI's truncate keeps the tail of a text of any length (only that tail is tokenized).
+    # TGI's truncate keeps the tail of a text of any length the body limit lets in (only the tail is tokenized).
     r = httpx.post(server.url + "/generate", json={"inputs": megabytes, "parameters": {"max_new_tokens": 2,
                                                                                         "truncate": 20}})
     assert r.status_code == 200, r.text
     assert time.perf_counter() - started < 60  # bounds the test; the speed itself is bench/prompt_stall.py's
+    assert_still_serving(server)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
+    """11 MB, over the default body limit: a 413 in the route's shape, however big the upload."""
+    too_big = "All work and no play. " * 500_000
+    r = httpx.post(server.base_url + "/completions", json={**OK_COMPLETION, "prompt": too_big}, timeout=60)
+    assert "more than the limit of" in openai_error(r, 413)["message"]
+    r = httpx.post(server.url + "/generate", json={"inputs": too_big}, timeout=60)
+    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
     assert_still_serving(server)
 
 

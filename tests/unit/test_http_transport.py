@@ -23,9 +23,13 @@ class RecordingTransport:
         self.writes: list[bytes] = []
         self.closed = False
         self.aborted = False
+        self.eof_written = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def is_closing(self) -> bool:
         return self.closed or self.aborted
@@ -72,6 +76,14 @@ async def test_close_sends_what_is_pending_first_and_abort_drops_it():
     transport.abort()
     await asyncio.sleep(0)
     assert inner.writes == [] and inner.aborted
+
+
+async def test_write_eof_sends_what_is_pending_first():
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
+    transport.write_eof()
+    assert inner.writes == [b"HTTP/1.1 413 Content Too Large\r\n\r\n"] and inner.eof_written
 
 
 async def test_nothing_is_written_to_a_transport_that_is_closing():
