@@ -2,6 +2,7 @@
 run write their JSON and PNGs, and the JSON's numbers are the requests and tokens the server itself counted
 (its /metrics)."""
 
+import asyncio
 import json
 import os
 import re
@@ -9,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import httpx
+import pytest
 
+from bench.prompts import corpus_text
+from bench.serving.tokenizers import LocalTokenizer, ServerTokenizer, TextTooLong
 from tests.integration.conftest import BUNDLED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,3 +76,18 @@ def test_sweep_and_poisson_run_write_json_and_plots_that_agree_with_the_servers_
         for plot in ("latency_cdf", "throughput", "ttft", "goodput"):
             png = tmp_path / directory / f"{plot}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_a_text_longer_than_the_context_is_tokenized_by_the_server_in_pieces(server, bundled_model_dir):
+    """A long sweep tokenizes more corpus than one /tokenize call may carry (the server refuses a text longer
+    than its context could hold): in pieces, the ids are the ones the model's tokenizer gives the whole text."""
+    text = corpus_text()[:200_000]  # over the bundled model's limit (1024 tokens x its longest token's 94 chars)
+
+    async def by_server():
+        async with aiohttp.ClientSession() as session:
+            tokenizer = ServerTokenizer(session, server.url, BUNDLED)
+            with pytest.raises(TextTooLong):
+                await tokenizer.encode(text)
+            return await tokenizer.encode_long(text)
+
+    assert asyncio.run(by_server()) == asyncio.run(LocalTokenizer(str(bundled_model_dir)).encode(text))

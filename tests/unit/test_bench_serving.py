@@ -12,6 +12,7 @@ import pytest
 from bench.serving.load_shapes import LoadShape, arrival_offsets
 from bench.serving.metrics import compute, percentile_key
 from bench.serving.request import RequestResult, build_payload
+from bench.serving.tokenizers import ServerTokenizer, TextTooLong, TokenizerUnavailable
 from bench.serving.workloads import conversations, random_lengths, shared_prefix
 
 
@@ -24,6 +25,8 @@ class CharTokenizer:
 
     async def decode(self, ids):
         return "".join(map(chr, ids))
+
+    encode_long = encode
 
 
 def options(**overrides) -> argparse.Namespace:
@@ -137,3 +140,84 @@ def test_request_bodies():
     assert chat == {"model": "m", "max_tokens": 4, "stream": False, "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(ValueError, match="text prompts"):
         build_payload("chat", "m", [1], 4, stream=True)
+
+
+class _Refusing:
+    """Stands in for an aiohttp session before a server whose /tokenize refuses texts over `limit` characters
+    with turnout's 400 (and a model it does not serve with another 400)."""
+
+    def __init__(self, limit=100):
+        self.limit, self.sent = limit, []
+
+    def post(self, url, json, headers):
+        self.sent.append(json["prompt"])
+        if json["model"] != "m":
+            return _Answer(400, b'{"error": {"code": "model_not_found"}}')
+        if len(json["prompt"]) > self.limit:
+            return _Answer(400, b'{"error": {"code": "context_length_exceeded"}}')
+        return _Answer(200, b"", {"tokens": [ord(c) for c in json["prompt"]]})
+
+
+class _Answer:
+    def __init__(self, status, raw, body=None):
+        self.status, self._raw, self._body = status, raw, body
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def read(self):
+        return self._raw
+
+    async def json(self):
+        return self._body
+
+
+def test_a_long_text_goes_to_the_servers_tokenizer_in_pieces_it_accepts():
+    session = _Refusing()
+    text = " ".join(f"word{i}" for i in range(200))
+    ids = asyncio.run(ServerTokenizer(session, "http://x", "m").encode_long(text, piece_chars=400))
+    assert "".join(map(chr, ids)) == text  # every character once, in order
+    # Refused at up to 400 and 200 characters, then pieces of up to 100 from there on: no retry per piece.
+    assert [len(piece) > 100 for piece in session.sent] == [True, True] + [False] * (len(session.sent) - 2)
+    assert len(session.sent[0]) <= 400 and len(session.sent[1]) <= 200
+    accepted = [piece for piece in session.sent if len(piece) <= 100]
+    assert "".join(accepted) == text and all(piece.startswith(" ") for piece in accepted[1:])  # cut at spaces
+
+
+def test_long_texts_are_cut_between_words_never_inside_whitespace_runs():
+    session = _Refusing()
+    text = "".join(f"def f{i}(x):\n    return  x + {i}\n\n" for i in range(40))  # indents, double spaces
+    ids = asyncio.run(ServerTokenizer(session, "http://x", "m").encode_long(text, piece_chars=100))
+    assert "".join(map(chr, ids)) == text
+    pieces = session.sent
+    assert len(pieces) > 10
+    for before, after in zip(pieces, pieces[1:], strict=False):
+        assert not before[-1].isspace() and after[0] == " " and not after[1].isspace(), (before, after)
+
+
+def test_a_text_no_piece_of_which_fits_and_other_refusals_are_errors():
+    with pytest.raises(TextTooLong):
+        asyncio.run(ServerTokenizer(_Refusing(limit=10), "http://x", "m").encode_long("y" * 500))
+    unserved = _Refusing()
+    with pytest.raises(TokenizerUnavailable, match="model_not_found"):
+        asyncio.run(ServerTokenizer(unserved, "http://x", "other").encode_long("short text"))
+    assert len(unserved.sent) == 1  # not retried in pieces: it is not about the length
+
+
+def test_conversations_whose_prompt_the_server_refuses_are_skipped(tmp_path):
+    class ContextOf(CharTokenizer):
+        async def encode(self, text):
+            if len(text) > 30:
+                raise TextTooLong("longer than the context")
+            return [ord(c) for c in text]
+
+    path = tmp_path / "chats.jsonl"
+    path.write_text("\n".join(json.dumps({"conversations": [{"from": "human", "value": prompt},
+                                                            {"from": "gpt", "value": "ok"}]})
+                              for prompt in ("short", "z" * 40, "also short")) + "\n")
+    level = asyncio.run(conversations.build_sets(options(dataset_path=str(path), output_len=None), ContextOf(),
+                                                 1, 2))[0]
+    assert [s.text for s in level] == ["short", "also short"]

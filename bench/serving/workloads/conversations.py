@@ -16,6 +16,7 @@ import random
 import sys
 from pathlib import Path
 
+from bench.serving.tokenizers import TextTooLong
 from bench.serving.workloads import Sample
 
 USER_ROLES = {"human", "user"}
@@ -70,15 +71,19 @@ async def build_sets(options, tokenizer, num_sets: int, per_set: int) -> list[li
             skipped += 1
             continue
         prompt, answer = exchange
-        ids = await tokenizer.encode(prompt)
-        output_len = options.output_len or max(1, len(await tokenizer.encode(answer)))
+        try:
+            ids = await tokenizer.encode(prompt)
+            output_len = options.output_len or max(1, len(await tokenizer.encode_long(answer)))
+        except TextTooLong:  # the server's tokenizer refuses a prompt longer than its context
+            skipped += 1
+            continue
         if options.max_total_len and len(ids) + output_len > options.max_total_len:
             skipped += 1
             continue
         samples.append(Sample(prompt, ids, len(ids), output_len))
     if skipped:
         print(f"turnout bench: skipped {skipped} of {len(conversations)} conversations (no user turn with an "
-              "answer, or longer than --max-total-len)", file=sys.stderr)
+              "answer, longer than --max-total-len, or a prompt longer than the context)", file=sys.stderr)
     if not samples:
         raise ValueError(f"{options.dataset_path}: no usable conversation")
     needed = num_sets * per_set

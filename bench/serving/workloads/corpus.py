@@ -29,7 +29,7 @@ class CorpusWindows:
         text = corpus_text()
         chars = min(len(text), tokens_needed * 3 + 1000)
         while True:
-            ids = await tokenizer.encode(text[:chars])
+            ids = await tokenizer.encode_long(text[:chars])
             if len(ids) >= tokens_needed or chars == len(text):
                 return cls(ids)
             chars = min(len(text), chars * 2)
