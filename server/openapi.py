@@ -53,8 +53,13 @@ def _meanings(status_of) -> dict[int, str]:
 OPENAI_MEANINGS = _meanings(lambda row: row.http_status)
 TGI_MEANINGS = _meanings(lambda row: row.tgi_status)
 ROUTING = {405: "The path does not take this method; the `Allow` header lists those it does."}
-TRANSPORT = {413: "The request body is larger than the server accepts.",
-             415: "The request body is not declared as JSON."}
+BODY_LIMITS = {408: "The request body did not arrive within the server's body timeout.",
+               413: "The request body is larger than the server accepts (`--max-body-bytes`).",
+               415: "The request's Content-Type is not application/json."}
+"""What server/http/body_guard.py answers, in the route's shape, before a route with a body runs."""
+HTTP_LAYER = ("Any request may also be refused by the HTTP layer before any route sees it, in OpenAI's error "
+              "shape, and the connection closed: 400 (not HTTP), 408 (a request head too slow), 431 (a request "
+              "head too large), 503 (at the connection limit).")
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ class Errors:
     statuses: dict[int, str]
 
 
-OPENAI_ERRORS = Errors(oai.ErrorResponse, {**OPENAI_MEANINGS, **ROUTING, **TRANSPORT})
-TGI_ERRORS = Errors(tgi.ErrorResponse, {**TGI_MEANINGS, **ROUTING, **TRANSPORT})
+OPENAI_ERRORS = Errors(oai.ErrorResponse, {**OPENAI_MEANINGS, **ROUTING, **BODY_LIMITS})
+TGI_ERRORS = Errors(tgi.ErrorResponse, {**TGI_MEANINGS, **ROUTING, **BODY_LIMITS})
 TGI_TOKENIZE_ERRORS = Errors(tgi.ErrorResponse, TGI_MEANINGS)
 """POST /tokenize with `inputs`: what TGI's handler answers (routing's, the body's and the key's are OpenAI's)."""
 METHOD_ONLY = Errors(oai.ErrorResponse, ROUTING)
@@ -173,7 +178,7 @@ def document(auth: Auth = Auth()) -> dict:
     out: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "turnout", "version": _version(),
-                 "description": "OpenAI's and TGI's HTTP APIs, and the routes orchestrators call."},
+                 "description": f"OpenAI's and TGI's HTTP APIs, and the routes orchestrators call. {HTTP_LAYER}"},
         "tags": [{"name": OPENAI_TAG}, {"name": TGI_TAG}, {"name": OPS_TAG}],
         "paths": paths,
         "components": components,
