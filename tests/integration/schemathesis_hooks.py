@@ -37,15 +37,7 @@ def _beam_score_overflow(body: dict, error: str) -> bool:
             and abs(penalty) > BEAM_SCORE_OVERFLOW and ("OverflowError" in error or "ZeroDivisionError" in error))
 
 
-def _grammar_without_instance(body: dict, error: str) -> bool:
-    """A response_format / grammar schema with no instance that backends/hf/schema_check.py does not catch
-    (an unsatisfiable `pattern`: `{"type": "string", "pattern": "[^\\\\s\\\\S]"}`) fails in the engine when
-    the grammar allows no next token: RequestFailed, a 500 on OpenAI's routes (424 on TGI's), for what is
-    the request's own fault."""
-    return "grammar allows no next token" in error
-
-
-KNOWN_BUGS = (_beam_score_overflow, _grammar_without_instance)
+KNOWN_BUGS = (_beam_score_overflow,)
 
 
 @schemathesis.hook

@@ -76,9 +76,6 @@ def test_beam_search_with_an_extreme_length_penalty_is_not_a_5xx(server, length_
 NO_INSTANCE = {"type": "string", "pattern": "[^\\s\\S]"}  # a string no character can start
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG (schemathesis_hooks.py drops it from the run): a schema with "
-                   "no instance that schema_check.py misses fails in the engine (RequestFailed) when its grammar "
-                   "allows no next token, a 500 (TGI: 424) for the request's own fault")
 @pytest.mark.parametrize(("path", "body", "status"), [
     ("/v1/completions", {"model": BUNDLED, "prompt": "x", "max_tokens": 5, "response_format": {
         "type": "json_schema", "json_schema": {"schema": NO_INSTANCE}}}, 400),
@@ -86,6 +83,8 @@ NO_INSTANCE = {"type": "string", "pattern": "[^\\s\\S]"}  # a string no characte
         "type": "json", "value": NO_INSTANCE}}}, 422),
 ], ids=["openai", "tgi"])
 def test_a_response_format_without_instance_is_the_requests_fault(server, path, body, status):
+    """Found by schemathesis: a schema with no instance that schema_check.py misses (an unsatisfiable pattern)
+    failed in the engine when its grammar allowed no next token, a 500 (TGI: 424) for the request's own fault."""
     response = httpx.post(server.url + path, json=body, timeout=60)
     assert response.status_code == status, response.text
 
