@@ -25,9 +25,9 @@ import grpc
 import httpx
 
 from bench import prompts as prompt_source
-from bench.request import RequestResult
 from bench.serve_bench import report, run_load
 from bench.server_process import ServerProcess, free_port
+from bench.serving.request import RequestResult
 from bench.stats import median_run
 from server.grpc.gen import generate_pb2 as pb
 from server.grpc.gen import generate_pb2_grpc as pb_grpc

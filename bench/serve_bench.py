@@ -7,39 +7,32 @@ tokens (from `usage`) over the wall time from the first send to the last complet
     python -m bench.serve_bench --base-url http://127.0.0.1:8000/v1 --model turnout-tiny --concurrency 32
 
 Reuse from Python: `report = await run_load(base_url, model, concurrency=32, num_requests=64)`.
+
+This is the engineering report our own benchmarks read (engine_bench, gateway_overhead, sampling_bench,
+grpc_vs_sse); the requests are sent and timed by `turnout bench`'s load generator (bench/serving/), so both
+measure the same way. For a user-facing benchmark with vLLM's metrics, sweeps and plots: `turnout bench`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import aiohttp
 import httpx
 
 from bench import prompts as prompt_source
 from bench.prompts import Prompt
-from bench.request import ENDPOINTS, RequestResult, build_payload, send
+from bench.serving.event_loop import run_client
+from bench.serving.load import run_level, session_for
+from bench.serving.load_shapes import LoadShape
+from bench.serving.request import ENDPOINTS, RequestResult, build_payload
 from bench.stats import summarize_ms
 
-
-def run_client(coro):
-    """Run a load generator's coroutine to completion, on uvloop (the loop the server runs on) where it is
-    installed, else on asyncio's. The load generator shares the machine's cores with the server it
-    measures, so every microsecond it spends per streamed chunk is taken from the server: at concurrency 32
-    on 2 cores it spent 40-43 us of CPU per streamed token on uvloop against 46-53 on asyncio's loop (four
-    alternating runs), and the server streamed ~3% more."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+__all__ = ["report", "run_client", "run_load", "run_load_in_own_process"]
 
 
 def run_load_in_own_process(base_url: str, model: str, prompts: list[Prompt], num_requests: int, *,
@@ -91,40 +84,32 @@ async def run_load(
             prompts = await prompt_source.from_server(http, base_url, model, num_requests + warmup, prompt_tokens)
 
     def payload(i: int) -> dict:
-        body = build_payload(endpoint, model, prompts[i % len(prompts)], output_tokens, stream, temperature)
-        return {**body, **(extra_body or {})}
+        prompt = prompts[i % len(prompts)]
+        # Token ids where the endpoint takes them, so the prompt's length is exact.
+        as_ids = endpoint == "completions" and prompt.token_ids is not None
+        return build_payload(endpoint, model, prompt.token_ids if as_ids else prompt.text, output_tokens,
+                             stream=stream, temperature=temperature, extra_body=extra_body)
 
-    connector = aiohttp.TCPConnector(limit=concurrency + 1)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+    closed = LoadShape(concurrency=concurrency)
+    async with session_for(concurrency, timeout_s) as session:
         if warmup:
-            await _closed_loop(session, url, endpoint, [payload(-1 - i) for i in range(warmup)], concurrency)
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        results = await _closed_loop(session, url, endpoint, [payload(i) for i in range(num_requests)], concurrency)
-        duration = time.perf_counter() - start
-        client_cpu = time.process_time() - cpu_start
+            await run_level(url, endpoint, [payload(-1 - i) for i in range(warmup)], closed, session=session,
+                            progress=False)
+        level = await run_level(url, endpoint, [payload(i) for i in range(num_requests)], closed, session=session,
+                                progress=False)
     config = {"base_url": base_url, "model": model, "endpoint": endpoint, "stream": stream,
               "concurrency": concurrency, "num_requests": num_requests, "prompt_tokens": prompt_tokens,
               "output_tokens": output_tokens, "temperature": temperature, "warmup": warmup,
               "extra_body": extra_body or {}}
-    return report(config, results, duration, client_cpu)
-
-
-async def _closed_loop(session: aiohttp.ClientSession, url: str, endpoint: str, payloads: list[dict],
-                       concurrency: int) -> list[RequestResult]:
-    pending = iter(payloads)
-    results: list[RequestResult] = []
-
-    async def worker() -> None:
-        for body in pending:  # one shared iterator: each payload goes to exactly one worker
-            results.append(await send(session, url, endpoint, body))
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(payloads)))))
-    return results
+    return report(config, level.results, level.duration_s, level.client_cpu_s)
 
 
 def report(config: dict, results: list[RequestResult], duration_s: float, client_cpu_s: float) -> dict:
-    """The JSON report: throughput over the whole run, latency distributions over successful requests."""
+    """The JSON report: throughput over the whole run, latency distributions over successful requests. A
+    response without `usage` is a failure here: these benchmarks count tokens from the server alone."""
+    for r in results:
+        if r.ok and r.output_tokens is None:
+            r.fail("invalid_response", "response carried no usage (is stream_options.include_usage supported?)")
     ok = [r for r in results if r.ok]
     output_tokens = sum(r.output_tokens for r in ok)
     short = sum(1 for r in ok if r.output_tokens != config["output_tokens"])

@@ -1,4 +1,5 @@
-"""The `turnout` command: `turnout serve ...` runs the server, `turnout tools ...` the offline tools."""
+"""The `turnout` command: `turnout serve ...` runs the server, `turnout tools ...` the offline tools,
+`turnout bench ...` the serving benchmark (bench/serving/)."""
 
 from __future__ import annotations
 
@@ -223,6 +224,16 @@ def _keys_command(argv: list[str]) -> int:
     return 0
 
 
+def _bench_command(argv: list[str]) -> int:
+    """`turnout bench ...`, imported only when asked for: it needs the `bench` extra (aiohttp, matplotlib)."""
+    try:
+        from bench.serving.cli import main as bench_main
+    except ImportError as exc:
+        print(f"turnout bench: {exc}; install it with pip install 'turnout[bench]'", file=sys.stderr)
+        return 2
+    return bench_main(argv, prog="turnout bench")
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -278,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         return tools_main(argv[1:], prog="turnout tools")
     if argv and argv[0] == "keys":
         return _keys_command(argv[1:])
+    if argv and argv[0] == "bench":
+        return _bench_command(argv[1:])
     parser = argparse.ArgumentParser(prog="turnout", description="turnout: an inference server for language models")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     sub.add_parser("tools", help="offline tools: tokenizer training, pretraining, ... (turnout tools --help)")
     sub.add_parser("keys", help="API keys: `turnout keys hash`, `turnout keys new` (turnout keys --help)")
+    sub.add_parser("bench", help="serving benchmark against any OpenAI-compatible server, with vLLM's metrics, "
+                                 "JSON and plots; `turnout bench compare` for two servers (turnout bench --help)")
     args = parser.parse_args(argv)
     return serve(args)
 

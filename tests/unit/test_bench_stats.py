@@ -3,7 +3,7 @@
 import pytest
 
 from bench.prompts import token_windows
-from bench.request import RequestResult
+from bench.serving.request import RequestResult
 from bench.stats import median_run, percentile, summarize_ms
 
 
