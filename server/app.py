@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from backends.errors import TurnoutError
+from server import openapi
 from server.errors import error_body, error_response, handle_exception, openai_error_response, tgi_body
 from server.http.auth_middleware import OPS_PATHS, ApiKeyMiddleware
 from server.http.body_guard import BodyGuard
@@ -62,6 +63,7 @@ ROUTES = [
     Route("/detokenize", openai_tokenize.detokenize, methods=["POST"]),
     *TGI_ROUTES,
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
 ]
 _TGI_PATHS = {route.path for route in TGI_ROUTES}
 
@@ -177,4 +179,5 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
     app.state.telemetry = telemetry
     app.state.ready = False
     app.state.started_at = int(time.time())
+    app.state.openapi = openapi.encoded(openapi.Auth(router.keys.required, keys_for_probes=keys_for_ops))
     return app

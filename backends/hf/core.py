@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from backends.detokenizer import IncrementalDetokenizer
-from backends.errors import RequestFailed
+from backends.errors import InvalidRequest
 from backends.hf.beam_search import BeamGroup
 from backends.hf.logprobs import prompt_logprobs, sampled_logprobs
 from backends.hf.runner import ModelRunner, RunnerOutput
@@ -230,9 +230,11 @@ class EngineCore:
         params = seq.sampling
         if seq.grammar is not None and not seq.grammar.is_terminated() and not seq.grammar.accept_token(token):
             # Only a grammar that allowed no token at all gets here (the mask was all -inf, so the sampler
-            # picked an arbitrary one): stuck, it would repeat that token to max_tokens. Fail the request.
-            raise RequestFailed(f"the response_format grammar allows no next token after "
-                                f"{seq.num_output_tokens - 1} tokens (the schema cannot be completed)")
+            # picked an arbitrary one): stuck, it would repeat that token to max_tokens. That is the schema's
+            # doing (one with no instance that the checks before compiling missed, such as a pattern nothing
+            # matches), so the request's own 400, not a failure of the engine.
+            raise InvalidRequest(f"response_format: the schema cannot be completed: its grammar allows no next "
+                                 f"token after {seq.num_output_tokens - 1} tokens", param="response_format")
         if logprob is not None:
             seq.cumulative_logprob += logprob.logprob
         is_eos = token in self.eos_token_ids and not params.ignore_eos

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest, Usage
+from backends.validation import check_token_ids
 from server.http import sse, telemetry_middleware
 from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model
 from server.http.streams import merge, until_disconnected
@@ -102,4 +103,9 @@ async def _events(merged, base: dict, n: int, echoes: list[str], include_usage: 
 def _echo_text(backend, prompt: str | list[int]) -> str:
     if isinstance(prompt, str):
         return prompt
-    return backend.tokenizer.decode(prompt) if backend.tokenizer is not None else ""
+    if backend.tokenizer is None:
+        return ""
+    # Decoded before the backend checks the ids: one the tokenizer cannot take (negative, or past 2**32)
+    # would fail the decode with an OverflowError, a 500, instead of the request's 400.
+    check_token_ids(prompt, backend.info.vocab_size or len(backend.tokenizer))
+    return backend.tokenizer.decode(prompt)

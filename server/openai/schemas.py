@@ -15,6 +15,12 @@ MAX_STOP_SEQUENCES = 16
 MAX_N = 16
 
 
+def schema_only(**keywords: Any) -> Any:
+    """A rule that a validator below (or convert.py) checks, with a message that quotes the bad value, shown
+    in the published schema (GET /openapi.json) too."""
+    return Field(json_schema_extra=keywords)
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -26,6 +32,11 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormat(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True, json_schema_extra={
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}},
+    })
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
     value: dict[str, Any] | None = None
@@ -42,9 +53,10 @@ class ResponseFormat(BaseModel):
 class SamplingFields(BaseModel):
     """Decoding fields shared by /v1/completions and /v1/chat/completions."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
     model: str
+    """A model, alias or LoRA adapter the server serves (GET /v1/models)."""
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
@@ -53,13 +65,16 @@ class SamplingFields(BaseModel):
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+                          schema_only(propertyNames={"pattern": "^[0-9]+$"})] | None = None
+    """Token id (in decimal) -> bias added to its logit."""
     seed: int | None = None
     user: str | None = None
     response_format: ResponseFormat | None = None
     """json_object / json_schema: constrained decoding (on /v1/completions too, as vLLM has it)."""
     # Extra parameters (vLLM names), passed by the openai client through `extra_body`.
     top_k: Annotated[int, Field(ge=-1)] | None = None
+    """0 or -1: no top-k filter."""
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     typical_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     repetition_penalty: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0
@@ -84,12 +99,20 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"model": "turnout-tiny", "prompt": "def fibonacci(n):", "max_tokens": 16}],
+    })
+
+    prompt: (str | Annotated[list[str], schema_only(minItems=1)] | Annotated[list[int], schema_only(minItems=1)]
+             | Annotated[list[list[int]], schema_only(minItems=1)])
+    """A text, a list of texts, one prompt as token ids, or a list of those."""
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     best_of: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
-    suffix: str | None = None
+    """Candidates generated per prompt (>= n), of which the n most likely are returned; not streamed."""
+    suffix: Annotated[str, schema_only(maxLength=0)] | None = None
+    """Not supported: only empty or null is accepted."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -118,7 +141,7 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -133,12 +156,18 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"model": "turnout-tiny", "messages": [{"role": "user", "content": "What does zip do?"}],
+                      "max_tokens": 32}],
+    })
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[Any] | None = None
+    tools: Annotated[list[Any], schema_only(maxItems=0)] | None = None
+    """Not supported: only empty or null is accepted."""
     add_generation_prompt: bool = True
 
     @model_validator(mode="after")
@@ -151,9 +180,14 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """POST /tokenize in vLLM's shape: exactly one of `prompt` or `messages`."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True, json_schema_extra={
+        "examples": [{"model": "turnout-tiny", "prompt": "import os"}],
+    })
 
     model: str | None = None
+    """Default: the first model served."""
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     add_special_tokens: bool = True
@@ -167,7 +201,10 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True, json_schema_extra={
+        "examples": [{"model": "turnout-tiny", "tokens": [1, 2, 3]}],
+    })
 
     model: str | None = None
+    """Default: the first model served."""
     tokens: list[int]

@@ -7,7 +7,7 @@ ignored, as TGI's serde structs do.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +15,12 @@ MAX_BEST_OF = 16
 MAX_STOP_SEQUENCES = 16
 MAX_TOP_N_TOKENS = 20
 MAX_SEED = 2**64 - 1  # TGI's seed is a u64
+
+
+def schema_only(**keywords: Any) -> Any:
+    """A bound of TGI's rules (`_tgi_rules` below), shown in the published schema (GET /openapi.json) only:
+    pydantic checking it would answer with its own message instead of TGI's, which clients match on."""
+    return Field(json_schema_extra=keywords)
 
 
 class Grammar(BaseModel):
@@ -25,27 +31,37 @@ class Grammar(BaseModel):
 
 
 class GenerateParameters(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
-    best_of: int | None = None
-    temperature: float | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    typical_p: float | None = None
+    best_of: Annotated[int, schema_only(minimum=1, maximum=MAX_BEST_OF)] | None = None
+    """Candidates generated, of which the most likely is returned; > 1 needs sampling and no `seed`."""
+    temperature: Annotated[float, schema_only(exclusiveMinimum=0)] | None = None
+    repetition_penalty: Annotated[float, schema_only(exclusiveMinimum=0)] | None = None
+    frequency_penalty: Annotated[float, schema_only(minimum=-2.0, maximum=2.0)] | None = None
+    top_k: Annotated[int, schema_only(minimum=1)] | None = None
+    top_p: Annotated[float, schema_only(exclusiveMinimum=0.0, exclusiveMaximum=1.0)] | None = None
+    typical_p: Annotated[float, schema_only(exclusiveMinimum=0.0, exclusiveMaximum=1.0)] | None = None
     do_sample: bool = False
-    max_new_tokens: int | None = None
+    """Sample rather than decode greedily; also implied by any warper set to a non-neutral value."""
+    max_new_tokens: Annotated[int, schema_only(minimum=1)] | None = None
     return_full_text: bool | None = None
-    stop: list[str] = Field(default_factory=list)
-    truncate: int | None = None
-    watermark: bool = False
+    """Prepend the prompt to `generated_text`."""
+    stop: Annotated[list[str], schema_only(maxItems=MAX_STOP_SEQUENCES)] = Field(default_factory=list)
+    truncate: Annotated[int, schema_only(minimum=1)] | None = None
+    """Keep only the prompt's last `truncate` tokens (less than the model's context)."""
+    watermark: Annotated[bool, schema_only(const=False)] = False
+    """Not supported by turnout: only false is accepted."""
     details: bool = False
+    """Return `details`: finish reason, seed, tokens with their logprobs."""
     decoder_input_details: bool = False
-    seed: int | None = None
-    top_n_tokens: int | None = None
+    """Also return the prompt's tokens (`details.prefill`); not when streaming."""
+    seed: Annotated[int, schema_only(minimum=0, maximum=MAX_SEED)] | None = None
+    top_n_tokens: Annotated[int, schema_only(minimum=0, maximum=MAX_TOP_N_TOKENS)] | None = None
+    """Alternatives returned per token (`top_tokens`)."""
     grammar: Grammar | None = None
+    """Constrain the output to a JSON schema (`regex` is refused)."""
     adapter_id: str | None = None
+    """A LoRA adapter of the model to apply."""
 
     @property
     def sampling(self) -> bool:
@@ -100,10 +116,14 @@ def _sampling_by_default() -> GenerateParameters:
 class GenerateRequest(BaseModel):
     """POST /generate and POST /generate_stream."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True, json_schema_extra={
+        "examples": [{"inputs": "def fibonacci(n):", "parameters": {"max_new_tokens": 16, "details": True}}],
+    })
 
-    inputs: str
+    inputs: Annotated[str, schema_only(minLength=1)]
+    """The prompt."""
     parameters: GenerateParameters = Field(default_factory=_sampling_by_default)
+    """Left out entirely, the request samples (TGI's default); `{}` decodes greedily."""
     model: str | None = None
     """Not in TGI's API (a TGI server serves one model): picks one of turnout's models; default: the first."""
 
@@ -123,7 +143,9 @@ class CompatGenerateRequest(GenerateRequest):
 class TokenizeRequest(BaseModel):
     """POST /tokenize in TGI's shape (told apart from the vLLM shape by its `inputs` field)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True, json_schema_extra={
+        "examples": [{"inputs": "import os"}],
+    })
 
     inputs: str
     model: str | None = None

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backends.errors import EngineDead, RequestFailed
+from backends.errors import EngineDead, InvalidRequest, RequestFailed
 from backends.hf.core import EngineBroken, EngineCore
 from backends.hf.engine import AsyncEngine
 from backends.hf.scheduler import SchedulerConfig
@@ -127,14 +127,14 @@ class StuckGrammar(RaisingGrammar):
         return self.matcher.accept_token(token_id)
 
 
-def test_a_grammar_that_allows_no_token_fails_its_request_instead_of_repeating_one(core):
+def test_a_grammar_that_allows_no_token_is_the_requests_400_instead_of_a_repeated_token(core):
     stuck = seq("stuck")
     stuck.grammar = StuckGrammar(core.tokenizer, core.runner.model.config.vocab_size)
     core.add([seq("a")])
     core.add([stuck])
     outputs, failures = run_to_end(core)
     assert [rid for rid, _ in failures] == ["stuck"]
-    assert "allows no next token" in str(failures[0][1])
+    assert isinstance(failures[0][1], InvalidRequest) and "allows no next token" in str(failures[0][1])
     assert finished(outputs) == {"a": FinishReason.LENGTH}
     assert_engine_empty(core)
 
