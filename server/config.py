@@ -3,7 +3,7 @@
 Example (YAML)::
 
     router:
-      policy: least_outstanding      # or round_robin
+      policy: least_outstanding      # or round_robin, or prefix_affinity (below)
       health_check_interval: 5       # seconds between active health checks of every replica
       max_consecutive_failures: 3    # passive ejection after this many failed requests in a row
       ejection_seconds: 30           # how long an ejected replica sits out
@@ -22,6 +22,16 @@ Example (YAML)::
         backend: openai
         options: {url: http://127.0.0.1:8001/v1, model: turnout-tiny}
 
+The prefix_affinity policy (server/bounded_hashing.py, server/affinity_key.py) sends requests that share a
+prompt prefix, or a session id, to the same replica, so a replica's prefix cache serves them, with no
+replica over `affinity_load_factor` x the average load::
+
+    router:
+      policy: prefix_affinity
+      affinity_prefix_tokens: 128         # hash the prompt's first 128 tokens (512 characters of text)
+      affinity_session_header: x-session-id  # a request carrying it is placed by it instead ("": off)
+      affinity_load_factor: 1.25          # no replica over ceil(1.25 x the average requests in flight)
+
 Every field is checked when the file is read; a bad value is quoted in the error.
 
 A fallback model receives the request as the front end prepared it for the primary: chat and token-id
@@ -35,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POLICIES = ("least_outstanding", "round_robin")
+POLICIES = ("least_outstanding", "round_robin", "prefix_affinity")
 
 
 class ConfigError(ValueError):
@@ -45,7 +55,8 @@ class ConfigError(ValueError):
 @dataclass
 class RouterSettings:
     policy: str = "least_outstanding"
-    """How a replica is picked: fewest requests in flight, or strictly in turn."""
+    """How a replica is picked: fewest requests in flight, strictly in turn, or by the request's prompt
+    prefix or session (prefix_affinity, with bounded load)."""
     health_check_interval: float = 5.0
     """Seconds between active health checks; 0 disables them."""
     health_check_timeout: float = 2.0
@@ -68,6 +79,17 @@ class RouterSettings:
     """Most sequences one request may start: prompts x max(n, best_of) (or beam_width); more is a 400. The
     default fills the HF engine's running batch (max_num_seqs) once, so one request cannot queue a backlog
     that everyone after it waits for."""
+    affinity_prefix_tokens: int = 128
+    """prefix_affinity hashes the prompt's first this many tokens when the request carries token ids, else
+    this many times 4 characters of its text (a remote backend's pool has no tokenizer to count tokens with,
+    and tokenizing only to pick a replica would cost the gateway what the upstream does anyway)."""
+    affinity_session_header: str = "x-session-id"
+    """A request with this header (gRPC: metadata) is placed by its value instead of its prompt, so a whole
+    conversation stays on one replica; "" turns it off."""
+    affinity_load_factor: float = 1.25
+    """Bounded load: prefix_affinity sends no replica more than ceil(factor x the average in flight over the
+    replicas that can take the request); beyond it, the request goes to its next replica in hash order. 1 is
+    perfect balance (affinity gives way soonest); larger keeps affinity longer under a hot prefix."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -88,6 +110,22 @@ class RouterSettings:
             raise ConfigError(
                 f"router.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures!r}"
             )
+        if not _is_int(self.affinity_prefix_tokens) or self.affinity_prefix_tokens < 1:
+            raise ConfigError(f"router.affinity_prefix_tokens must be an integer >= 1, got {self.affinity_prefix_tokens!r}")
+        if not isinstance(self.affinity_session_header, str):
+            raise ConfigError(f"router.affinity_session_header must be a header name (or \"\"), got "
+                              f"{self.affinity_session_header!r}")
+        # Below 1 the bound could be under the average, and then no replica would be allowed the request.
+        if not _is_number(self.affinity_load_factor) or self.affinity_load_factor < 1:
+            raise ConfigError(f"router.affinity_load_factor must be a number >= 1, got {self.affinity_load_factor!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass

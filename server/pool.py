@@ -50,6 +50,8 @@ from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 from backends.validation import check_request_token_ids
 from server.admission import DeadlineExceeded, Draining, sequences_per_prompt
 from server.admission_queue import AdmissionQueue
+from server.affinity_key import affinity_key
+from server.bounded_hashing import bounded_choice
 from server.config import RouterSettings
 from server.deadlines import Deadline
 from server.rate_limits import estimate_tokens
@@ -177,7 +179,9 @@ class ModelPool(Backend):
     async def _serve(self, request: GenerateRequest, deadline: Deadline) -> AsyncIterator[OutputDelta]:
         tried: set[Replica] = set()
         last_error: BaseException | None = None
-        for pool, replica in self._candidates(tried):
+        key = (affinity_key(request, self.settings.affinity_prefix_tokens)
+               if self.settings.policy == "prefix_affinity" else None)
+        for pool, replica in self._candidates(tried, key):
             tried.add(replica)
             replica.outstanding += 1
             stream = replica.backend.generate(request)
@@ -231,9 +235,10 @@ class ModelPool(Backend):
     def _chain(self) -> list[ModelPool]:
         return [self, *self.fallbacks]
 
-    def _candidates(self, tried: set[Replica]) -> Iterator[tuple[ModelPool, Replica]]:
+    def _candidates(self, tried: set[Replica], key: bytes | None) -> Iterator[tuple[ModelPool, Replica]]:
         """(pool, replica) to try, in order: available replicas of this model, then of each fallback; when
-        there were none at all, the ejected replicas that pass their health checks (see the module doc)."""
+        there were none at all, the ejected replicas that pass their health checks (see the module doc).
+        `key`: what prefix_affinity places the request by (None under the other policies)."""
         for ignore_ejection in (False, True):
             if ignore_ejection:
                 if tried:
@@ -241,15 +246,17 @@ class ModelPool(Backend):
                 logger.warning("every replica of model %r (and of its fallbacks) is ejected; trying them anyway",
                                self.name)
             for pool in self._chain():
-                while (replica := pool._pick(tried, ignore_ejection)) is not None:
+                while (replica := pool._pick(tried, ignore_ejection, key)) is not None:
                     yield pool, replica
 
-    def _pick(self, exclude: set[Replica], ignore_ejection: bool = False) -> Replica | None:
+    def _pick(self, exclude: set[Replica], ignore_ejection: bool = False, key: bytes | None = None) -> Replica | None:
         now = time.monotonic()
         candidates = [r for r in self.replicas
                       if r not in exclude and (r.healthy if ignore_ejection else r.available(now))]
         if not candidates:
             return None
+        if key is not None:  # prefix_affinity: the key's best-ranked replica within the load bound
+            return bounded_choice(key, candidates, self.settings.affinity_load_factor)
         turn = next(self._turn)
         if self.settings.policy == "round_robin":
             return candidates[turn % len(candidates)]
