@@ -21,6 +21,13 @@ Example (YAML)::
       - name: remote-tiny
         backend: openai
         options: {url: http://127.0.0.1:8001/v1, model: turnout-tiny}
+      - name: llama
+        backend: openai              # or tgi: the remote backends, whose `url` names one server
+        options: {url: http://llama-pool.ns.svc.cluster.local:8000/v1, model: llama}
+        replicas_from_dns:           # instead of `replicas`: one replica per A record of the name
+          name: llama-pool.ns.svc.cluster.local  # default: the url's host (a headless Service)
+          port: 8000                 # default: the url's port
+          refresh_interval: 5        # seconds between resolutions
 
 The prefix_affinity policy (server/bounded_hashing.py, server/affinity_key.py) sends requests that share a
 prompt prefix, or a session id, to the same replica, so a replica's prefix cache serves them, with no
@@ -44,8 +51,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 POLICIES = ("least_outstanding", "round_robin", "prefix_affinity")
+
+URL_BACKENDS = ("openai", "tgi")
+"""The remote backends: their `url` option names one server, so a DNS name's addresses can stand in for it."""
 
 
 class ConfigError(ValueError):
@@ -129,6 +140,19 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass
+class DnsReplicasConfig:
+    """A model's replicas from a DNS name (server/dns_replicas.py): one replica per A record (IPv4 only:
+    a dual-stack pod's AAAA record would make it a second replica), re-resolved every refresh_interval."""
+
+    name: str
+    """The name to resolve, e.g. a headless Service's my-svc.my-namespace.svc.cluster.local."""
+    port: int
+    """The port every replica listens on."""
+    refresh_interval: float = 5.0
+    """Seconds between resolutions."""
+
+
+@dataclass
 class ModelConfig:
     name: str
     """The name clients send as `model`."""
@@ -141,6 +165,9 @@ class ModelConfig:
     aliases: list[str] = field(default_factory=list)
     fallback: list[str] = field(default_factory=list)
     """Models tried in order when every replica of this one fails before producing a token."""
+    replicas_from_dns: DnsReplicasConfig | None = None
+    """Instead of `replicas`: the replicas are the addresses of a DNS name, each one the backend's `url`
+    with its host and port replaced (openai and tgi only)."""
 
     def replica_options(self) -> list[dict[str, Any]]:
         return [{**self.options, **override} for override in self.replicas]
@@ -201,7 +228,7 @@ def _model(raw: Any, index: int) -> ModelConfig:
     where = f"models[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {raw!r}")
-    known = {"name", "backend", "options", "replicas", "aliases", "fallback"}
+    known = {"name", "backend", "options", "replicas", "replicas_from_dns", "aliases", "fallback"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -226,7 +253,45 @@ def _model(raw: Any, index: int) -> ModelConfig:
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{where}.{key} must be a list of model names, got {value!r}")
         lists[key] = value
-    return ModelConfig(raw["name"], raw["backend"], dict(options), replicas, lists["aliases"], lists["fallback"])
+    dns = None
+    if raw.get("replicas_from_dns") is not None:
+        if "replicas" in raw:
+            raise ConfigError(f"{where}: set `replicas` or `replicas_from_dns`, not both")
+        dns = _dns_replicas(raw["replicas_from_dns"], f"{where}.replicas_from_dns", raw["backend"], options)
+    return ModelConfig(raw["name"], raw["backend"], dict(options), replicas, lists["aliases"], lists["fallback"],
+                       dns)
+
+
+def _dns_replicas(raw: Any, where: str, backend: str, options: dict) -> DnsReplicasConfig:
+    """`replicas_from_dns`, its name and port defaulting to the backend url's host and port."""
+    if backend not in URL_BACKENDS:
+        raise ConfigError(f"{where}: only the {' and '.join(URL_BACKENDS)} backends take replicas from DNS, "
+                          f"not {backend!r}")
+    url = options.get("url")
+    if not isinstance(url, str) or not url.startswith("http://"):
+        # https would reach each replica by its IP address, which the Service's certificate does not name.
+        raise ConfigError(f"{where}: needs options.url to be an http:// URL (each replica is that URL with the "
+                          f"address in place of its host), got {url!r}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping (name, port, refresh_interval), got {raw!r}")
+    known = {"name", "port", "refresh_interval"}
+    if unknown := set(raw) - known:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    try:
+        parts = urlsplit(url)
+        url_port = parts.port or 80
+    except ValueError as exc:
+        raise ConfigError(f"{where}: options.url {url!r} is not a valid URL: {exc}") from None
+    name = raw.get("name", parts.hostname)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name must be a DNS name, got {name!r}")
+    port = raw.get("port", url_port)
+    if not _is_int(port) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}.port must be a port number, got {port!r}")
+    interval = raw.get("refresh_interval", 5.0)
+    if not _is_number(interval) or interval <= 0:
+        raise ConfigError(f"{where}.refresh_interval must be a number of seconds > 0, got {interval!r}")
+    return DnsReplicasConfig(name, port, float(interval))
 
 
 def parse_config(raw: Any) -> ServeConfig:

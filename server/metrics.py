@@ -123,6 +123,7 @@ class Metrics:
         self.epp_kv_cache_usage.set(load.kv_cache_usage)
         self.epp_lora_info.clear()  # one series: the labels change only when the adapters do
         self.epp_lora_info.labels(str(len(load.adapters)), ",".join(sorted(load.adapters)), "").set(time.time())
+        self.healthy.clear()  # replicas come and go (DNS): a replica that left must not linger as a series
         for model, replicas in router.replica_health().items():
             for replica, healthy in replicas.items():
                 self.healthy.labels(model, replica).set(1.0 if healthy else 0.0)
