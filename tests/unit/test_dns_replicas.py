@@ -16,25 +16,13 @@ from server.config import ConfigError, DnsReplicasConfig, RouterSettings, parse_
 from server.dns_replicas import DnsReplicaSource, url_at
 from server.router import Router
 from tests.inert_backend import InertBackend
+from tests.stub_resolver import StubResolver
 
 NAME = "pool.ns.svc.cluster.local"
 
 
-class StubResolver:
-    """Answers NAME with `addresses`; `failing` makes it raise as a DNS outage would."""
-
-    def __init__(self, *addresses: str):
-        self.addresses = list(addresses)
-        self.failing: Exception | None = None
-        self.asked: list[tuple[str, int]] = []
-
-    async def __call__(self, name: str, port: int) -> list[str]:
-        self.asked.append((name, port))
-        if self.failing is not None:
-            raise self.failing
-        if name != NAME:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return list(self.addresses)
+def answering(*addresses: str) -> StubResolver:
+    return StubResolver(NAME, *addresses)
 
 
 class AtAddress(InertBackend):
@@ -93,7 +81,7 @@ class Fleet:
 
 
 async def test_every_address_is_a_replica_and_new_ones_join():
-    resolver = StubResolver("127.0.0.2", "127.0.0.3")
+    resolver = answering("127.0.0.2", "127.0.0.3")
     fleet = Fleet(resolver)
     await fleet.router.start()
     try:
@@ -110,7 +98,7 @@ async def test_every_address_is_a_replica_and_new_ones_join():
 
 
 async def test_the_refresh_loop_follows_the_name_on_its_own():
-    resolver = StubResolver("127.0.0.2")
+    resolver = answering("127.0.0.2")
     fleet = Fleet(resolver)
     await fleet.router.start()
     try:
@@ -122,7 +110,7 @@ async def test_the_refresh_loop_follows_the_name_on_its_own():
 
 
 async def test_a_replica_that_leaves_finishes_its_requests_and_takes_no_new_ones():
-    resolver = StubResolver("127.0.0.2", "127.0.0.3")
+    resolver = answering("127.0.0.2", "127.0.0.3")
     fleet = Fleet(resolver)
     await fleet.router.start()
     try:
@@ -150,7 +138,7 @@ async def test_a_replica_that_leaves_finishes_its_requests_and_takes_no_new_ones
 
 
 async def test_a_failed_resolution_keeps_the_last_replicas_and_is_logged_once(caplog):
-    resolver = StubResolver("127.0.0.2", "127.0.0.3")
+    resolver = answering("127.0.0.2", "127.0.0.3")
     fleet = Fleet(resolver)
     await fleet.router.start()
     try:
@@ -175,7 +163,7 @@ async def test_a_failed_resolution_keeps_the_last_replicas_and_is_logged_once(ca
 
 
 async def test_a_replica_that_does_not_start_is_left_out_and_tried_again(caplog):
-    resolver = StubResolver("127.0.0.2", "127.0.0.3")
+    resolver = answering("127.0.0.2", "127.0.0.3")
     fleet = Fleet(resolver)
     fleet.unstartable.add("127.0.0.3")
     caplog.set_level(logging.WARNING, logger="server.dns_replicas")
@@ -193,7 +181,7 @@ async def test_a_replica_that_does_not_start_is_left_out_and_tried_again(caplog)
 
 
 async def test_a_name_that_does_not_resolve_yet_leaves_the_model_unready_not_broken():
-    resolver = StubResolver()
+    resolver = answering()
     fleet = Fleet(resolver)
     await fleet.router.start()
     try:
@@ -209,7 +197,7 @@ async def test_a_name_that_does_not_resolve_yet_leaves_the_model_unready_not_bro
 
 
 async def test_dns_replicas_and_prefix_affinity_keep_a_prefix_on_its_replica_as_others_join():
-    resolver = StubResolver("127.0.0.2", "127.0.0.3")
+    resolver = answering("127.0.0.2", "127.0.0.3")
     fleet = Fleet(resolver, RouterSettings(policy="prefix_affinity", health_check_interval=0))
     await fleet.router.start()
 
@@ -259,7 +247,7 @@ def test_the_config_takes_replicas_from_dns_for_remote_backends_only():
 def test_the_router_built_from_config_resolves_with_the_resolver_it_is_given():
     config = parse_config({"models": [{"name": "m", "backend": "openai", "replicas_from_dns": {"name": NAME},
                                        "options": {"url": "http://pool:8000/v1", "model": "m"}}]})
-    resolver = StubResolver("127.0.0.2")
+    resolver = answering("127.0.0.2")
     router = Router.from_config(config, resolver=resolver)
     assert router.dns["m"].resolver is resolver and router.pools["m"].replicas == []
     backend = router.dns["m"].source.backend_at("127.0.0.2")
