@@ -4,10 +4,11 @@ with one per ready pod), and the name is resolved again every `refresh_interval`
 An address that appears joins the pool once its backend has started (the openai backend checks that the
 server there serves the model; one that fails to start is tried again at the next resolution). An address
 that disappears is retired: it takes no new request, and its backend closes when the requests it has in
-flight have ended (server/pool.py), so a pod leaving the Service drops nothing. Kubernetes takes a pod out
-of the Service's answers before it stops it, and turnout's own drain lets its requests finish; a pod that
-dies outright costs what any failed replica does: buffered requests move to another replica, a stream
-already started ends with an error event.
+flight have ended (server/pool.py), so a pod leaving the Service drops nothing. (Kubernetes takes a pod
+out of the Service's answers as it signals it: a preStop pause longer than refresh_interval plus the DNS
+TTL keeps it taking requests until the gateway has seen it go, and the server's drain then finishes what
+it has.) A pod that dies outright costs what any failed replica does: buffered requests move to another
+replica, a stream already started ends with an error event.
 
 A resolution that fails (the DNS server down, the name gone, no address at all) keeps the replicas last
 known and is logged once until the name resolves again: dropping every replica on a DNS hiccup would fail
