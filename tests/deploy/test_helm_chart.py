@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from server.config import load_config
+from server.config import DnsReplicasConfig, load_config
 from server.keys import KeyRing
 from server.metrics import Metrics
 from tests.deploy.crd_schemas import crd_schemas, validate_custom_resource
@@ -277,6 +277,9 @@ def test_the_gateway_routes_a_model_to_the_gpu_backend(name, engine, tmp_path):
     assert server["args"][0] == "/models/llama-3.1-8b-instruct"
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert server["startupProbe"]["httpGet"]["path"] == "/health"
+    pause = int(server["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pause > 5 + 5  # the gateways' DNS refresh and CoreDNS's TTL, so they stop sending to it first
+    assert gpu["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == pause + 60
     config = router_config(docs, tmp_path)
     [remote] = [m for m in config.models if m.backend == "openai"]
     assert remote.name == "llama-3.1-8b"
@@ -288,10 +291,18 @@ def test_the_gateway_routes_a_model_to_the_gpu_backend(name, engine, tmp_path):
     host, port = re.fullmatch(r"http://([^:/]+):(\d+)/v1", remote.options["url"]).groups()
     service = component(docs, "Service", "gpu-backend")
     assert service["metadata"]["name"] == host
+    assert service["spec"]["clusterIP"] == "None"  # headless: one A record per ready GPU pod
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
     assert selects(service["spec"]["selector"], gpu["spec"]["template"]["metadata"]["labels"])
-    waits = [c for c in gateway(docs)["spec"]["template"]["spec"]["initContainers"] if c["name"] == "wait-for-gpu-backend"]
-    assert waits and f"http://{host}:{port}/health" in str(waits[0]["env"])
+    waits = [c for c in gateway(docs)["spec"]["template"]["spec"].get("initContainers", [])
+             if c["name"] == "wait-for-gpu-backend"]
+    if name == "gpu-backend":  # the default: each GPU pod a replica, from the Service's DNS name
+        assert remote.replicas_from_dns == DnsReplicasConfig(host, int(port), 5.0)
+        assert config.router.policy == "prefix_affinity"
+        assert not waits  # nothing to wait for: the model is unready until a pod joins
+    else:  # one listed replica: turnout checks it at start, so the gateway waits for it
+        assert remote.replicas_from_dns is None and len(remote.replicas) == 1
+        assert waits and f"http://{host}:{port}/health" in str(waits[0]["env"])
 
 
 def test_the_inference_pool_selects_the_gateway_and_its_picker_reads_turnouts_gauges():
@@ -327,6 +338,9 @@ def test_the_inference_pool_selects_the_gateway_and_its_picker_reads_turnouts_ga
 
 BAD_VALUES = [
     (["router.policy=random"], "/router/policy"),
+    (["router.affinity_load_factor=0.5"], "/router/affinity_load_factor"),
+    (["models[0].name=m", "models[0].backend=hf", "models[0].replicas_from_dns.port=8000"],
+     "/models/0/backend"),  # DNS replicas for a remote backend only
     (["models[0].backend=llamacpp"], "/models/0/backend"),
     (["models[0].backend=openai", "models[0].options.url=host:8000"], "/models/0/options/url"),
     (["service.httpPort=70000"], "/service/httpPort"),

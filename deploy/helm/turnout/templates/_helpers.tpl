@@ -71,7 +71,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 The router config (turnout serve --config; format in server/config.py): `router` and `models` from the
-values, plus, with gpuBackend.enabled, one openai-backend model that routes to the GPU backend's Service.
+values, plus, with gpuBackend.enabled, one openai-backend model that routes to the GPU backend's Service:
+by default its replicas are the Service's pods, from DNS (replicas_from_dns; the Service is headless),
+unless gpuBackend.route.replicas lists them.
 */}}
 {{- define "turnout.routerConfig" -}}
 {{- $models := .Values.models }}
@@ -79,7 +81,11 @@ values, plus, with gpuBackend.enabled, one openai-backend model that routes to t
 {{- $route := .Values.gpuBackend.route }}
 {{- $options := mergeOverwrite (dict "url" (include "turnout.gpuBackendURL" .) "model" (include "turnout.gpuUpstreamModel" .)) (default (dict) $route.options) }}
 {{- $gpu := dict "name" (include "turnout.gpuModelName" .) "backend" "openai" "options" $options }}
-{{- with $route.replicas }}{{ $_ := set $gpu "replicas" . }}{{ end }}
+{{- if $route.replicas }}
+{{- $_ := set $gpu "replicas" $route.replicas }}
+{{- else }}
+{{- $_ := set $gpu "replicas_from_dns" (dict "refresh_interval" $route.dnsRefreshSeconds) }}
+{{- end }}
 {{- with $route.aliases }}{{ $_ := set $gpu "aliases" . }}{{ end }}
 {{- with $route.fallback }}{{ $_ := set $gpu "fallback" . }}{{ end }}
 {{- $models = append $models $gpu }}
