@@ -90,12 +90,13 @@ def _take_usage(result: RequestResult, usage: dict | None) -> None:
         result.output_tokens = usage.get("completion_tokens") or 0
 
 
-async def send(session: aiohttp.ClientSession, url: str, endpoint: str, payload: dict) -> RequestResult:
-    """POST `payload` to `url` and time it; failures are recorded in the result, never raised, so one bad
-    request does not end a load run."""
+async def send(session: aiohttp.ClientSession, url: str, endpoint: str, payload: dict,
+               headers: dict | None = None) -> RequestResult:
+    """POST `payload` to `url` (with `headers`, e.g. an x-request-id) and time it; failures are recorded in
+    the result, never raised, so one bad request does not end a load run."""
     result = RequestResult(start=time.perf_counter())
     try:
-        async with session.post(url, json=payload) as response:
+        async with session.post(url, json=payload, headers=headers) as response:
             if response.status != 200:
                 result.error = f"HTTP {response.status}: {(await response.read())[:200]!r}"
             elif payload.get("stream"):
