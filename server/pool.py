@@ -91,8 +91,6 @@ class Replica:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     """Monotonic time before which passive ejection keeps traffic away."""
-    retired: bool = False
-    """Out of the pool: it takes no new request and closes when its last one ends."""
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.ejected_until
@@ -181,7 +179,6 @@ class ModelPool(Backend):
         """`replica` leaves: no new request goes to it from now on, and its backend is closed once the requests
         it has in flight have ended (each bounded by its own deadline and the backend's timeouts)."""
         self.replicas.remove(replica)
-        replica.retired = True
         self._stand_in = replica.backend  # its info (as the upstream reported it) stands in if none is left
         self._update_capacity()
         self._retiring.add(replica)

@@ -244,11 +244,16 @@ def test_the_config_takes_replicas_from_dns_for_remote_backends_only():
             model(**fields)
 
 
-def test_the_router_built_from_config_resolves_with_the_resolver_it_is_given():
-    config = parse_config({"models": [{"name": "m", "backend": "openai", "replicas_from_dns": {"name": NAME},
-                                       "options": {"url": "http://pool:8000/v1", "model": "m"}}]})
+@pytest.mark.parametrize("backend, options, url", [
+    ("openai", {"url": "http://pool:8000/v1", "model": "m"}, "http://127.0.0.2:8000/v1"),
+    ("tgi", {"url": "http://pool:8080", "served_model_name": "m"}, "http://127.0.0.2:8080"),
+])
+def test_the_router_built_from_config_resolves_with_the_resolver_it_is_given(backend, options, url):
+    config = parse_config({"models": [{"name": "m", "backend": backend, "replicas_from_dns": {"name": NAME},
+                                       "options": options}]})
     resolver = answering("127.0.0.2")
     router = Router.from_config(config, resolver=resolver)
     assert router.dns["m"].resolver is resolver and router.pools["m"].replicas == []
-    backend = router.dns["m"].source.backend_at("127.0.0.2")
-    assert backend.config.url == "http://127.0.0.2:8000/v1" and backend.config.model == "m"
+    replica = router.dns["m"].source.backend_at("127.0.0.2")
+    assert replica.config.url == url and {**vars(replica.config), "url": options["url"]} == vars(
+        router.dns["m"].source.stand_in.config)  # the same options, but for the address
