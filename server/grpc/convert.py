@@ -72,7 +72,7 @@ def _response_format(fmt: pb.ResponseFormat) -> dict:
 
 def to_generate_request(message: pb.GenerateRequest, request_id: str) -> GenerateRequest:
     try:
-        fields = GenerateFields.model_validate(request_fields(message))
+        fields = GenerateFields.model_validate(request_fields(message), strict=True)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     params = completion_sampling_params(fields)

@@ -12,6 +12,10 @@ Closing without losing the answer: closing a socket with bytes still arriving ma
 connection, and a client still writing its body (the one we answered 413) then gets a reset instead of
 our answer. So after a refusal, or a response sent before its request's body arrived, we shut down our
 side, drop what still comes, and close at the client's end of stream or after the keep-alive timeout.
+
+A response sent before its request's body is all in (a 401, 413 or 415, a 404 to a POST) says
+`connection: close`: the rest of that body stands between it and any next request, so the connection
+closes after it, and a client that reused it would lose its next request to the close.
 """
 
 from __future__ import annotations
@@ -48,8 +52,21 @@ class LimitedConnection:
 
     # uvicorn's hooks
 
+    @property
+    def cycle(self):
+        """The current request's uvicorn RequestResponseCycle (None before the first head is in)."""
+        return self._cycle
+
+    @cycle.setter
+    def cycle(self, cycle) -> None:
+        # uvicorn assigns each new request's cycle here, before its ASGI task first runs, so the task's
+        # `self.send` lookup finds the wrapper.
+        self._cycle = cycle
+        if cycle is not None:
+            cycle.send = says_close_before_the_body(cycle)
+
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(ClosesGently(transport, self))
         self.idle_since = time.monotonic()
         self.start_head_timer()  # a connection that never sends a head is closed too
         self.make_room()
@@ -164,12 +181,45 @@ class LimitedConnection:
         self.cancel_head_timer()
         if self.lingering or self.transport.is_closing():
             return
+        self.lingering = True  # from here on, ClosesGently closes at once
         if not self.transport.can_write_eof():  # TLS
             self.transport.close()
             return
-        self.lingering = True
         self.transport.write_eof()
         self.linger_timer = self.loop.call_later(self.limits.keep_alive_timeout, self.transport.close)
+
+
+def says_close_before_the_body(cycle):
+    """`cycle.send`, adding `connection: close` to a response that starts before its request's body is in
+    (the module's docstring). uvicorn then closes once the response is written, through ClosesGently."""
+    send = cycle.send
+
+    async def send_saying_close(message) -> None:
+        if message["type"] == "http.response.start" and cycle.more_body:
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return send_saying_close
+
+
+class ClosesGently:
+    """A connection's transport whose close() lingers while the request's body may still be arriving, so
+    that the answer just written is not lost to a reset (the module's docstring); otherwise, and once the
+    connection lingers, it closes at once. Everything else is the wrapped transport's."""
+
+    def __init__(self, transport, connection: LimitedConnection):
+        self._transport = transport
+        self._connection = connection
+
+    def close(self) -> None:
+        cycle = self._connection.cycle
+        if cycle is not None and cycle.more_body and not self._connection.lingering:
+            self._connection.close_lingering()
+        else:
+            self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
 
 
 class HttptoolsHeads:

@@ -46,8 +46,11 @@ async def parse_body(request: Request, schema: type[M]) -> M:
 
 
 def validated(data: dict, schema: type[M]) -> M:
+    """`data` as `schema`, strictly: a value of the wrong JSON type (`"stream": 0`, `"temperature": false`,
+    `"max_tokens": "2"`) is refused, as OpenAI's API refuses it, not converted (an integer for a number is
+    fine)."""
     try:
-        return schema.model_validate(data)
+        return schema.model_validate(data, strict=True)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 

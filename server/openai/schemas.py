@@ -84,7 +84,9 @@ class SamplingFields(BaseModel):
     skip_special_tokens: bool = True
     use_beam_search: bool = False
     beam_width: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
-    length_penalty: float = 1.0
+    length_penalty: Annotated[float, Field(ge=-10.0, le=10.0)] = 1.0
+    """Beam search scores a hypothesis as its logprob sum / length ** length_penalty (transformers'); bounded
+    so that the power stays a number for any context length (1e300 overflowed it: a 500)."""
     early_stopping: bool = False
     return_token_ids: bool = False
     """vLLM's extension: each choice (and each streamed chunk) also carries its generated `token_ids`."""

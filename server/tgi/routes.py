@@ -45,7 +45,7 @@ def tgi_errors(handler):
 async def _parse(request: Request, model: type[BaseModel]):
     data = await json_object(request)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)  # as TGI's serde: "2" is not a number
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "value_error":  # one of TGI's rules: its message says it all

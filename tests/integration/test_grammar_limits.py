@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import jsonschema
 import openai
 import psutil
@@ -104,16 +105,32 @@ def test_a_schema_past_the_time_limit_is_a_400(client, grammars):
                 max_tokens=30).choices[0].finish_reason == "stop"
 
 
-def test_a_client_that_leaves_during_a_compile_frees_it(client, grammars):
+def test_a_client_that_hangs_up_during_a_compile_frees_it(server, client, grammars):
     chat(client, None)  # the compiler process is up
     wait_for(lambda: all(grammars.worker_pids))
     [pid] = grammars.worker_pids
     compiles = grammars.num_compiles
-    with pytest.raises(openai.APITimeoutError):
-        chat(client.with_options(timeout=0.5), optional_strings(1000, "l"))
+    body = {"model": NAME, "messages": [{"role": "user", "content": "JSON please"}], "max_tokens": 20,
+            "response_format": response_format(optional_strings(1000, "l"))}
+    with pytest.raises(httpx.ReadTimeout):  # no timeout header: the server learns only from the hang-up
+        httpx.post(server.base_url + "/chat/completions", json=body, timeout=0.5)
     assert grammars.num_compiles == compiles + 1
     wait_for(lambda: grammars.num_in_flight == 0, timeout=1.0)
     wait_for(lambda: gone(pid), timeout=1.0)  # well before TIMEOUT_S would have stopped it
+
+
+def test_a_compile_past_the_clients_read_timeout_is_stopped_and_a_504(client, grammars):
+    """The official client says how long it will wait (x-stainless-read-timeout): the server stops the work
+    then and says so, rather than compile for a client that has gone."""
+    chat(client, None)
+    wait_for(lambda: all(grammars.worker_pids))
+    [pid] = grammars.worker_pids
+    with pytest.raises(openai.InternalServerError) as caught:
+        chat(client.with_options(timeout=30), optional_strings(1000, "p"),
+             extra_headers={"x-stainless-read-timeout": "0.5"})
+    assert caught.value.status_code == 504 and caught.value.body["code"] == "deadline_exceeded"
+    wait_for(lambda: grammars.num_in_flight == 0, timeout=1.0)
+    wait_for(lambda: gone(pid), timeout=1.0)
 
 
 async def test_json_object_and_plain_requests_finish_while_a_big_compile_runs(server, client, grammars):

@@ -11,8 +11,8 @@ from tests.integration.conftest import BUNDLED
 from tests.integration.test_disconnect import wait_for
 
 BODY = {"model": BUNDLED, "prompt": "The for statement", "max_tokens": 3}
-ACCESS_FIELDS = {"request_id", "protocol", "endpoint", "model", "status", "prompt_tokens", "completion_tokens",
-                 "latency_s", "ttft_s"}
+ACCESS_FIELDS = {"request_id", "protocol", "endpoint", "model", "key", "status", "prompt_tokens",
+                 "completion_tokens", "latency_s", "ttft_s"}
 
 
 def access_lines(caplog, request_id: str) -> list[dict]:
@@ -27,6 +27,7 @@ def test_client_request_id_is_returned_and_logged(server, caplog):
     [line] = access_lines(caplog, "client-42")
     assert set(line) == ACCESS_FIELDS
     assert line["endpoint"] == "/v1/completions" and line["status"] == "200" and line["model"] == BUNDLED
+    assert line["key"] == ""  # no keys configured: no key's name
     assert line["completion_tokens"] == r.json()["usage"]["completion_tokens"]
     assert line["prompt_tokens"] == r.json()["usage"]["prompt_tokens"]
     assert 0 < line["ttft_s"] <= line["latency_s"]

@@ -54,6 +54,13 @@ def test_a_request_cycle_still_says_whether_its_body_and_response_are_complete(m
     assert "self.cycle.more_body = False" in inspect.getsource(module)  # when the request's last byte is in
 
 
+@pytest.mark.parametrize("module", [httptools_impl, h11_impl], ids=["httptools", "h11"])
+def test_each_request_cycle_is_still_assigned_to_the_protocol_and_runs_its_app_with_its_own_send(module):
+    """LimitedConnection's `cycle` setter wraps each new cycle's `send` (connection: close before a body)."""
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(module)
+    assert "self.scope, self.receive, self.send" in inspect.getsource(module.RequestResponseCycle.run_asgi)
+
+
 def test_an_error_raised_in_an_httptools_callback_still_ends_in_send_400_response():
     # check_head raises in on_url/on_header/on_headers_complete; httptools turns it into a
     # HttpParserCallbackError, which uvicorn must still catch as a parse error.
