@@ -128,6 +128,9 @@ class GenerateRequest:
     patience: float | None = None
     """Seconds the client waits for each next piece of output (OpenAI clients send their read timeout): a
     longer wait is abandoned, as the client has given up by then. None: no bound."""
+    session: str | None = None
+    """The client's session id (the header router.affinity_session_header names), which the router's
+    prefix_affinity policy places the request by instead of its prompt. Backends ignore it."""
 
 
 @dataclass(slots=True)

@@ -104,6 +104,12 @@ class ChildServer:
         times = [p.cpu_times() for p in (proc, *proc.children(recursive=True))]
         return sum(t.user + t.system for t in times)
 
+    @property
+    def log_path(self) -> Path:
+        """Its output so far (removed by a clean `stop()`)."""
+        self._log.flush()
+        return Path(self._log.name)
+
     def log_tail(self, chars: int = 3000) -> str:
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")[-chars:]

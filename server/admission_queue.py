@@ -34,8 +34,6 @@ class _Waiter:
 class AdmissionQueue:
     def __init__(self, model: str, max_queued: int, max_queued_prompt_tokens: int, capacity: int | None = None):
         self.model = model
-        self.capacity: int | None = None
-        self.set_capacity(capacity)
         self.max_queued, self.max_queued_prompt_tokens = max_queued, max_queued_prompt_tokens
         self.running = 0
         """Sequences let through and not yet done."""
@@ -43,10 +41,13 @@ class AdmissionQueue:
         self.waiting = 0
         self.queued_prompt_tokens = 0
         self._recent: deque[float] = deque(maxlen=64)  # when requests finished, for Retry-After
+        self.capacity: int | None = None
+        self.set_capacity(capacity)
 
     def set_capacity(self, sequences: int | None) -> None:
         """`sequences`: what the model's backends run at once (None: no limit, nothing waits here)."""
         self.capacity = None if sequences is None else sequences + max(1, int(sequences * HEADROOM))
+        self._let_in()  # a replica that joined may have made room for those waiting
 
     async def enter(self, tenant: str, cost: int, prompt_tokens: int) -> None:
         """Take `cost` sequences of the model's capacity, waiting in line for them if need be (QueueFull when

@@ -3,7 +3,7 @@
 Example (YAML)::
 
     router:
-      policy: least_outstanding      # or round_robin
+      policy: least_outstanding      # or round_robin, or prefix_affinity (below)
       health_check_interval: 5       # seconds between active health checks of every replica
       max_consecutive_failures: 3    # passive ejection after this many failed requests in a row
       ejection_seconds: 30           # how long an ejected replica sits out
@@ -21,6 +21,23 @@ Example (YAML)::
       - name: remote-tiny
         backend: openai
         options: {url: http://127.0.0.1:8001/v1, model: turnout-tiny}
+      - name: llama
+        backend: openai              # or tgi: the remote backends, whose `url` names one server
+        options: {url: http://llama-pool.ns.svc.cluster.local:8000/v1, model: llama}
+        replicas_from_dns:           # instead of `replicas`: one replica per A record of the name
+          name: llama-pool.ns.svc.cluster.local  # default: the url's host (a headless Service)
+          port: 8000                 # default: the url's port
+          refresh_interval: 5        # seconds between resolutions
+
+The prefix_affinity policy (server/bounded_hashing.py, server/affinity_key.py) sends requests that share a
+prompt prefix, or a session id, to the same replica, so a replica's prefix cache serves them, with no
+replica over `affinity_load_factor` x the average load::
+
+    router:
+      policy: prefix_affinity
+      affinity_prefix_tokens: 128         # hash the prompt's first 128 tokens (512 characters of text)
+      affinity_session_header: x-session-id  # a request carrying it is placed by it instead ("": off)
+      affinity_load_factor: 1.25          # no replica over ceil(1.25 x the average requests in flight)
 
 Every field is checked when the file is read; a bad value is quoted in the error.
 
@@ -34,8 +51,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-POLICIES = ("least_outstanding", "round_robin")
+POLICIES = ("least_outstanding", "round_robin", "prefix_affinity")
+
+URL_BACKENDS = ("openai", "tgi")
+"""The remote backends: their `url` option names one server, so a DNS name's addresses can stand in for it."""
 
 
 class ConfigError(ValueError):
@@ -45,7 +66,8 @@ class ConfigError(ValueError):
 @dataclass
 class RouterSettings:
     policy: str = "least_outstanding"
-    """How a replica is picked: fewest requests in flight, or strictly in turn."""
+    """How a replica is picked: fewest requests in flight, strictly in turn, or by the request's prompt
+    prefix or session (prefix_affinity, with bounded load)."""
     health_check_interval: float = 5.0
     """Seconds between active health checks; 0 disables them."""
     health_check_timeout: float = 2.0
@@ -68,6 +90,17 @@ class RouterSettings:
     """Most sequences one request may start: prompts x max(n, best_of) (or beam_width); more is a 400. The
     default fills the HF engine's running batch (max_num_seqs) once, so one request cannot queue a backlog
     that everyone after it waits for."""
+    affinity_prefix_tokens: int = 128
+    """prefix_affinity hashes the prompt's first this many tokens when the request carries token ids, else
+    this many times 4 characters of its text (a remote backend's pool has no tokenizer to count tokens with,
+    and tokenizing only to pick a replica would cost the gateway what the upstream does anyway)."""
+    affinity_session_header: str = "x-session-id"
+    """A request with this header (gRPC: metadata) is placed by its value instead of its prompt, so a whole
+    conversation stays on one replica; "" turns it off."""
+    affinity_load_factor: float = 1.25
+    """Bounded load: prefix_affinity sends no replica more than ceil(factor x the average in flight over the
+    replicas that can take the request); beyond it, the request goes to its next replica in hash order. 1 is
+    perfect balance (affinity gives way soonest); larger keeps affinity longer under a hot prefix."""
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -88,6 +121,35 @@ class RouterSettings:
             raise ConfigError(
                 f"router.max_consecutive_failures must be >= 1, got {self.max_consecutive_failures!r}"
             )
+        if not _is_int(self.affinity_prefix_tokens) or self.affinity_prefix_tokens < 1:
+            raise ConfigError(f"router.affinity_prefix_tokens must be an integer >= 1, got {self.affinity_prefix_tokens!r}")
+        if not isinstance(self.affinity_session_header, str):
+            raise ConfigError(f"router.affinity_session_header must be a header name (or \"\"), got "
+                              f"{self.affinity_session_header!r}")
+        # Below 1 the bound could be under the average, and then no replica would be allowed the request.
+        if not _is_number(self.affinity_load_factor) or self.affinity_load_factor < 1:
+            raise ConfigError(f"router.affinity_load_factor must be a number >= 1, got {self.affinity_load_factor!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class DnsReplicasConfig:
+    """A model's replicas from a DNS name (server/dns_replicas.py): one replica per A record (IPv4 only:
+    a dual-stack pod's AAAA record would make it a second replica), re-resolved every refresh_interval."""
+
+    name: str
+    """The name to resolve, e.g. a headless Service's my-svc.my-namespace.svc.cluster.local."""
+    port: int
+    """The port every replica listens on."""
+    refresh_interval: float = 5.0
+    """Seconds between resolutions."""
 
 
 @dataclass
@@ -103,6 +165,9 @@ class ModelConfig:
     aliases: list[str] = field(default_factory=list)
     fallback: list[str] = field(default_factory=list)
     """Models tried in order when every replica of this one fails before producing a token."""
+    replicas_from_dns: DnsReplicasConfig | None = None
+    """Instead of `replicas`: the replicas are the addresses of a DNS name, each one the backend's `url`
+    with its host and port replaced (openai and tgi only)."""
 
     def replica_options(self) -> list[dict[str, Any]]:
         return [{**self.options, **override} for override in self.replicas]
@@ -163,7 +228,7 @@ def _model(raw: Any, index: int) -> ModelConfig:
     where = f"models[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {raw!r}")
-    known = {"name", "backend", "options", "replicas", "aliases", "fallback"}
+    known = {"name", "backend", "options", "replicas", "replicas_from_dns", "aliases", "fallback"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -188,7 +253,45 @@ def _model(raw: Any, index: int) -> ModelConfig:
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{where}.{key} must be a list of model names, got {value!r}")
         lists[key] = value
-    return ModelConfig(raw["name"], raw["backend"], dict(options), replicas, lists["aliases"], lists["fallback"])
+    dns = None
+    if raw.get("replicas_from_dns") is not None:
+        if "replicas" in raw:
+            raise ConfigError(f"{where}: set `replicas` or `replicas_from_dns`, not both")
+        dns = _dns_replicas(raw["replicas_from_dns"], f"{where}.replicas_from_dns", raw["backend"], options)
+    return ModelConfig(raw["name"], raw["backend"], dict(options), replicas, lists["aliases"], lists["fallback"],
+                       dns)
+
+
+def _dns_replicas(raw: Any, where: str, backend: str, options: dict) -> DnsReplicasConfig:
+    """`replicas_from_dns`, its name and port defaulting to the backend url's host and port."""
+    if backend not in URL_BACKENDS:
+        raise ConfigError(f"{where}: only the {' and '.join(URL_BACKENDS)} backends take replicas from DNS, "
+                          f"not {backend!r}")
+    url = options.get("url")
+    if not isinstance(url, str) or not url.startswith("http://"):
+        # https would reach each replica by its IP address, which the Service's certificate does not name.
+        raise ConfigError(f"{where}: needs options.url to be an http:// URL (each replica is that URL with the "
+                          f"address in place of its host), got {url!r}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping (name, port, refresh_interval), got {raw!r}")
+    known = {"name", "port", "refresh_interval"}
+    if unknown := set(raw) - known:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    try:
+        parts = urlsplit(url)
+        url_port = parts.port or 80
+    except ValueError as exc:
+        raise ConfigError(f"{where}: options.url {url!r} is not a valid URL: {exc}") from None
+    name = raw.get("name", parts.hostname)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name must be a DNS name, got {name!r}")
+    port = raw.get("port", url_port)
+    if not _is_int(port) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}.port must be a port number, got {port!r}")
+    interval = raw.get("refresh_interval", 5.0)
+    if not _is_number(interval) or interval <= 0:
+        raise ConfigError(f"{where}.refresh_interval must be a number of seconds > 0, got {interval!r}")
+    return DnsReplicasConfig(name, port, float(interval))
 
 
 def parse_config(raw: Any) -> ServeConfig:

@@ -15,6 +15,17 @@
 | turnout_token_budget_usage_ratio{model}      | gauge     | (none; vllm:iteration_tokens_total is close) | tgi_batch_current_max_tokens      |
 | turnout_backend_healthy{model,replica}       | gauge     | (none: one engine per server)                | (none)                            |
 
+The Gateway API Inference Extension's model-server protocol (its docs/proposals/003-model-server-protocol):
+its endpoint picker (EPP) scrapes these from every pod of an InferencePool, under vLLM's names, to choose
+the pod for each request. They describe the whole server, not one model, so they carry no model label:
+
+| name                          | type  | what turnout reports                                                  |
+|-------------------------------|-------|-----------------------------------------------------------------------|
+| vllm:num_requests_waiting     | gauge | requests waiting: in the router's admission queues plus in the engines' own queues |
+| vllm:num_requests_running     | gauge | requests running: in the engines' batches; for backends that report no engine numbers (openai, tgi, vllm, trtllm), the requests the router has sent them and not yet seen end |
+| vllm:kv_cache_usage_perc      | gauge | KV-cache use, 0..1, averaged over the models whose engines report it; 0 when none does |
+| vllm:lora_requests_info{max_lora,running_lora_adapters,waiting_lora_adapters} | gauge | the last update's Unix time; labels below |
+
 Semantics:
 - `endpoint` is the HTTP route (`/v1/completions`, ...; `unmatched` for unknown paths) or the gRPC method
   (`grpc:Generate`, ...). `status` is the HTTP status code (`200`, `400`, ...) or the gRPC code name (`OK`,
@@ -25,11 +36,21 @@ Semantics:
   engine sends one token per delta: `completion_tokens - 1` observations per single-choice request).
 - Queue time is measured by the engine per sequence (a request with n > 1 has n) and gathered at scrape.
 - Gauges are read from each backend's `stats()` and `health()` when /metrics is scraped.
+- One series per name, never per model: the EPP reads a single series of each (the latest), so a
+  series per model would have it score a pod on one model picked at random. The per-model numbers are
+  the `turnout_*` gauges above.
+- LoRA: every adapter is loaded when the server starts and stays loaded, so `running_lora_adapters` (the
+  protocol: adapters "loaded in GPU memory and ready to serve") lists all of them, comma-separated and
+  sorted; `max_lora` is their number (no more can be loaded: an unknown adapter is a 404 here), and
+  `waiting_lora_adapters` is empty (no adapter ever waits to be loaded). With no adapters both lists are
+  empty, and the EPP skips the series.
 - The counters live in this process: several uvicorn workers are not supported (the engine runs in the
   server process), so there is no multiprocess mode.
 """
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -74,11 +95,22 @@ class Metrics:
                                         "budget the last engine step used (0..1).", ["model"], registry=r)
         self.healthy = Gauge("turnout_backend_healthy", "1 while the replica accepts requests, else 0.",
                              ["model", "replica"], registry=r)
+        # The inference extension's names (table above): whole-server numbers, no model label.
+        self.epp_waiting = Gauge("vllm:num_requests_waiting", "Requests waiting, in the router's queues and "
+                                 "the engines' (all models).", registry=r)
+        self.epp_running = Gauge("vllm:num_requests_running", "Requests running (all models).", registry=r)
+        self.epp_kv_cache_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache use, 0..1, averaged over the "
+                                        "engines that report it.", registry=r)
+        self.epp_lora_info = Gauge("vllm:lora_requests_info", "LoRA adapters loaded (running) and waiting to "
+                                   "load; the value is when this was last updated (Unix time).",
+                                   ["max_lora", "running_lora_adapters", "waiting_lora_adapters"], registry=r)
 
     async def refresh(self, router) -> None:
         """Pull the engine-side numbers (stats and health) into the gauges; called at each scrape."""
+        load = _ServerLoad()
         for model, pool in router.pools.items():
-            stats = pool.stats()
+            stats = pool.stats()  # once a scrape: each call hands over the queue times measured since the last
+            load.add(pool, stats)
             if stats is not None:
                 self.running.labels(model).set(stats.num_running)
                 self.waiting.labels(model).set(stats.num_waiting)
@@ -86,9 +118,42 @@ class Metrics:
                 self.token_budget_usage.labels(model).set(stats.token_budget_usage)
                 for seconds in stats.queue_times:
                     self.queue_time.labels(model).observe(seconds)
+        self.epp_waiting.set(load.waiting)
+        self.epp_running.set(load.running)
+        self.epp_kv_cache_usage.set(load.kv_cache_usage)
+        self.epp_lora_info.clear()  # one series: the labels change only when the adapters do
+        self.epp_lora_info.labels(str(len(load.adapters)), ",".join(sorted(load.adapters)), "").set(time.time())
+        self.healthy.clear()  # replicas come and go (DNS): a replica that left must not linger as a series
         for model, replicas in router.replica_health().items():
             for replica, healthy in replicas.items():
                 self.healthy.labels(model, replica).set(1.0 if healthy else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ServerLoad:
+    """The whole server's load as the inference extension reads it, summed over the models' pools."""
+
+    def __init__(self) -> None:
+        self.waiting = self.running = 0
+        self._kv_usages: list[float] = []
+        self.adapters: set[str] = set()
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return sum(self._kv_usages) / len(self._kv_usages) if self._kv_usages else 0.0
+
+    def add(self, pool, stats) -> None:
+        """`stats`: the pool's `stats()`, None when its backends report no engine numbers (remote servers,
+        and in-process engines that do not say): then what the router itself sees of the pool stands in,
+        its requests in flight (one deadline each, from admission to their end) less those still queued."""
+        queued = pool.queue.waiting  # held by the router before any backend sees them
+        if stats is None:
+            self.waiting += queued
+            self.running += max(0, len(pool.deadlines) - queued)
+        else:
+            self.waiting += queued + stats.num_waiting
+            self.running += stats.num_running
+            self._kv_usages.append(stats.kv_cache_usage)
+        self.adapters.update(adapter.name for adapter in pool.adapters)

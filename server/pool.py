@@ -23,6 +23,10 @@ Failure rules (the same for every backend kind):
   (like Envoy's panic mode), and a success ends that replica's ejection. Otherwise a single-replica model
   would answer 503 for `ejection_seconds` after a few transient failures, even once its upstream is fine.
   A replica that fails its active health check gets no traffic at all.
+
+Replicas can join and leave while the pool serves (server/dns_replicas.py adds and retires them as a DNS
+name's addresses change): a retired replica gets no new request, and its backend is closed once the last
+request it had in flight has ended, so leaving drops nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 from backends.validation import check_request_token_ids
 from server.admission import DeadlineExceeded, Draining, sequences_per_prompt
 from server.admission_queue import AdmissionQueue
+from server.affinity_key import affinity_key
+from server.bounded_hashing import bounded_choice
 from server.config import RouterSettings
 from server.deadlines import Deadline
 from server.rate_limits import estimate_tokens
@@ -91,11 +97,18 @@ class Replica:
 
 
 class ModelPool(Backend):
-    def __init__(self, name: str, replicas: list[Backend], settings: RouterSettings):
-        if not replicas:
+    def __init__(self, name: str, replicas: list[Backend], settings: RouterSettings,
+                 stand_in: Backend | None = None):
+        """`stand_in`: for a pool whose replicas join later (DNS), an unstarted backend of the same options
+        whose `info` stands for the model while no replica has joined yet; without it, `replicas` may not be
+        empty."""
+        if not replicas and stand_in is None:
             raise ValueError(f"model {name!r} needs at least one replica")
         self.name = name
         self.replicas = [Replica(f"{name}/{i}", backend) for i, backend in enumerate(replicas)]
+        self._stand_in = stand_in
+        self._retiring: set[Replica] = set()  # retired, with requests still in flight
+        self._closing: set[asyncio.Task] = set()  # retired replicas' backends being closed
         self.settings = settings
         self.fallbacks: list[ModelPool] = []
         self._turn = itertools.count()
@@ -105,20 +118,26 @@ class ModelPool(Backend):
 
     # -- the backend contract -------------------------------------------------------------------------
     @property
+    def _exemplar(self) -> Backend:
+        """The backend whose info, tokenizer and adapters stand for the model's: its first replica, or when
+        it has none (every address left), the last one that left, or the unstarted stand-in."""
+        return self.replicas[0].backend if self.replicas else self._stand_in
+
+    @property
     def info(self) -> ModelInfo:
-        return replace(self.replicas[0].backend.info, name=self.name)
+        return replace(self._exemplar.info, name=self.name)
 
     @property
     def tokenizer(self) -> Tokenizer | None:
-        return self.replicas[0].backend.tokenizer
+        return self._exemplar.tokenizer
 
     @property
     def tokenizing(self) -> Tokenizing | None:
-        return self.replicas[0].backend.tokenizing
+        return self._exemplar.tokenizing
 
     @property
     def adapters(self) -> list[ModelInfo]:
-        return [replace(a, parent=self.name) for a in self.replicas[0].backend.adapters]
+        return [replace(a, parent=self.name) for a in self._exemplar.adapters]
 
     def stats(self) -> BackendStats | None:
         """The replicas' engine numbers combined: counts summed, usage ratios averaged."""
@@ -137,11 +156,49 @@ class ModelPool(Backend):
         # One at a time: transformers' model loading patches torch globally and is not thread-safe.
         for replica in self.replicas:
             await replica.backend.start()
+        self._update_capacity()
+
+    def _update_capacity(self) -> None:
         batches = [r.backend.info.max_running for r in self.replicas]
-        self.queue.set_capacity(None if None in batches else sum(batches))
+        self.queue.set_capacity(None if None in batches or not batches else sum(batches))
 
     async def close(self) -> None:
-        await asyncio.gather(*(r.backend.close() for r in self.replicas), return_exceptions=True)
+        serving = [*self.replicas, *self._retiring]
+        self._retiring.clear()
+        await asyncio.gather(*(r.backend.close() for r in serving), *self._closing, return_exceptions=True)
+
+    # -- membership: replicas joining and leaving while the pool serves ---------------------------------
+    def add_replica(self, name: str, backend: Backend) -> Replica:
+        """A started backend joins: it takes requests from now on."""
+        replica = Replica(name, backend)
+        self.replicas.append(replica)
+        self._update_capacity()
+        return replica
+
+    def retire(self, replica: Replica) -> None:
+        """`replica` leaves: no new request goes to it from now on, and its backend is closed once the requests
+        it has in flight have ended (each bounded by its own deadline and the backend's timeouts)."""
+        self.replicas.remove(replica)
+        self._stand_in = replica.backend  # its info (as the upstream reported it) stands in if none is left
+        self._update_capacity()
+        self._retiring.add(replica)
+        self._close_if_done(replica)
+
+    def _close_if_done(self, replica: Replica) -> None:
+        """Close a retired replica's backend once its last request has ended (called as each one ends)."""
+        if replica not in self._retiring or replica.outstanding > 0:
+            return
+        self._retiring.discard(replica)
+
+        async def close() -> None:
+            try:
+                await replica.backend.close()
+            except Exception:  # it has left: a failure to close it must not reach any request
+                logger.exception("closing retired replica %s failed", replica.name)
+
+        task = asyncio.get_running_loop().create_task(close(), name=f"turnout-close-{replica.name}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def health(self) -> bool:
         """Some replica passes its active health check. Ejection does not count here: an ejected replica
@@ -177,7 +234,9 @@ class ModelPool(Backend):
     async def _serve(self, request: GenerateRequest, deadline: Deadline) -> AsyncIterator[OutputDelta]:
         tried: set[Replica] = set()
         last_error: BaseException | None = None
-        for pool, replica in self._candidates(tried):
+        key = (affinity_key(request, self.settings.affinity_prefix_tokens)
+               if self.settings.policy == "prefix_affinity" else None)
+        for pool, replica in self._candidates(tried, key):
             tried.add(replica)
             replica.outstanding += 1
             stream = replica.backend.generate(request)
@@ -220,7 +279,10 @@ class ModelPool(Backend):
                 return
             finally:
                 replica.outstanding -= 1
-                await stream.aclose()
+                try:
+                    await stream.aclose()
+                finally:
+                    pool._close_if_done(replica)
         if last_error is None:
             raise Unavailable(f"model {self.name!r} has no healthy replica")
         if isinstance(last_error, TurnoutError):  # keep its status: overloaded, engine dead, upstream error
@@ -231,25 +293,28 @@ class ModelPool(Backend):
     def _chain(self) -> list[ModelPool]:
         return [self, *self.fallbacks]
 
-    def _candidates(self, tried: set[Replica]) -> Iterator[tuple[ModelPool, Replica]]:
+    def _candidates(self, tried: set[Replica], key: bytes | None) -> Iterator[tuple[ModelPool, Replica]]:
         """(pool, replica) to try, in order: available replicas of this model, then of each fallback; when
-        there were none at all, the ejected replicas that pass their health checks (see the module doc)."""
+        there were none at all, the ejected replicas that pass their health checks (see the module doc).
+        `key`: what prefix_affinity places the request by (None under the other policies)."""
         for ignore_ejection in (False, True):
             if ignore_ejection:
-                if tried:
+                if tried or not any(pool.replicas for pool in self._chain()):  # none at all: not an ejection
                     return
                 logger.warning("every replica of model %r (and of its fallbacks) is ejected; trying them anyway",
                                self.name)
             for pool in self._chain():
-                while (replica := pool._pick(tried, ignore_ejection)) is not None:
+                while (replica := pool._pick(tried, ignore_ejection, key)) is not None:
                     yield pool, replica
 
-    def _pick(self, exclude: set[Replica], ignore_ejection: bool = False) -> Replica | None:
+    def _pick(self, exclude: set[Replica], ignore_ejection: bool = False, key: bytes | None = None) -> Replica | None:
         now = time.monotonic()
         candidates = [r for r in self.replicas
                       if r not in exclude and (r.healthy if ignore_ejection else r.available(now))]
         if not candidates:
             return None
+        if key is not None:  # prefix_affinity: the key's best-ranked replica within the load bound
+            return bounded_choice(key, candidates, self.settings.affinity_load_factor)
         turn = next(self._turn)
         if self.settings.policy == "round_robin":
             return candidates[turn % len(candidates)]
@@ -281,7 +346,7 @@ class ModelPool(Backend):
                 logger.warning("replica %s is now %s", replica.name, "healthy" if ok else "unhealthy")
             replica.healthy = ok
 
-        await asyncio.gather(*(check(r) for r in self.replicas))
+        await asyncio.gather(*(check(r) for r in list(self.replicas)))  # a copy: replicas may join meanwhile
 
 
 def _prompt_tokens(request: GenerateRequest) -> int:

@@ -1,5 +1,6 @@
-"""Model name -> pool of replicas. The router owns the pools' lifecycle, aliases, fallback chains and the
-active health checks; the pools (server/pool.py) own replica choice, retries and ejection."""
+"""Model name -> pool of replicas. The router owns the pools' lifecycle, aliases, fallback chains, the
+active health checks and the DNS refreshes of pools whose replicas come from a name (server/dns_replicas.py);
+the pools (server/pool.py) own replica choice, retries and ejection."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from backends.errors import ModelNotFound
 from backends.types import ModelInfo, SamplingParams
 from server.admission import Draining, PermissionDenied, check_fan_out
 from server.config import RouterSettings, ServeConfig
+from server.dns_replicas import DnsReplicas, DnsReplicaSource, Resolver, url_at
 from server.keys import ApiKey, KeyRing
 from server.pool import AdapterView, ModelPool
 from server.rate_limits import RateLimiter
@@ -43,24 +45,31 @@ class Admitted:
 class Router:
     def __init__(
         self,
-        backends: dict[str, Backend | list[Backend]],
+        backends: dict[str, Backend | list[Backend] | DnsReplicaSource],
         aliases: dict[str, str] | None = None,
         settings: RouterSettings | None = None,
         fallbacks: dict[str, list[str]] | None = None,
         keys: KeyRing | None = None,
+        resolver: Resolver | None = None,
     ):
-        """`backends` maps each model name to its backend, or to a list of replicas; `keys`, when given and
-        not empty, are the API keys requests must carry (server/keys.py)."""
+        """`backends` maps each model name to its backend, to a list of replicas, or to a DNS name's replicas;
+        `keys`, when given and not empty, are the API keys requests must carry (server/keys.py); `resolver`
+        answers the DNS names (default: the system's; tests pass their own)."""
         if not backends:
             raise ValueError("the router needs at least one model")
         self.settings = settings or RouterSettings()
         self.keys = keys or KeyRing([])
         self.limiter = RateLimiter()
         self.draining = False
-        self.pools: dict[str, ModelPool] = {
-            name: ModelPool(name, replicas if isinstance(replicas, list) else [replicas], self.settings)
-            for name, replicas in backends.items()
-        }
+        self.pools: dict[str, ModelPool] = {}
+        self.dns: dict[str, DnsReplicas] = {}
+        for name, replicas in backends.items():
+            if isinstance(replicas, DnsReplicaSource):
+                self.pools[name] = ModelPool(name, [], self.settings, stand_in=replicas.stand_in)
+                self.dns[name] = DnsReplicas(self.pools[name], replicas, resolver)
+            else:
+                self.pools[name] = ModelPool(name, replicas if isinstance(replicas, list) else [replicas],
+                                             self.settings)
         self.aliases = aliases or {}
         for alias, target in self.aliases.items():
             if target not in self.pools:
@@ -68,19 +77,29 @@ class Router:
         for name, targets in (fallbacks or {}).items():
             self.pools[name].fallbacks = [self.pools[t] for t in targets]
         self._health_task: asyncio.Task | None = None
+        self._dns_tasks: list[asyncio.Task] = []
 
     @classmethod
-    def from_config(cls, config: ServeConfig) -> Router:
+    def from_config(cls, config: ServeConfig, resolver: Resolver | None = None) -> Router:
         from backends.registry import create_backend
 
         if warning := config.cpu_contention_warning():
             logger.warning(warning)
-        backends = {
-            m.name: [create_backend(m.backend, options) for options in m.replica_options()] for m in config.models
-        }
+        backends: dict[str, list[Backend] | DnsReplicaSource] = {}
+        for m in config.models:
+            if m.replicas_from_dns is None:
+                backends[m.name] = [create_backend(m.backend, options) for options in m.replica_options()]
+                continue
+
+            def backend_at(address: str, m=m) -> Backend:
+                url = url_at(m.options["url"], address, m.replicas_from_dns.port)
+                return create_backend(m.backend, {**m.options, "url": url})
+
+            # The stand-in is built now so that bad options fail at start, not at the first address.
+            backends[m.name] = DnsReplicaSource(m.replicas_from_dns, backend_at, create_backend(m.backend, m.options))
         aliases = {alias: m.name for m in config.models for alias in m.aliases}
         fallbacks = {m.name: m.fallback for m in config.models if m.fallback}
-        return cls(backends, aliases, config.router, fallbacks, config.keys)
+        return cls(backends, aliases, config.router, fallbacks, config.keys, resolver)
 
     @property
     def default_model(self) -> str:
@@ -167,14 +186,19 @@ class Router:
     async def start(self) -> None:
         for pool in self.pools.values():  # in turn: model loading is not thread-safe
             await pool.start()
+        # The first resolution before the server is ready, so the replicas there already are serve at once;
+        # a name that does not resolve yet leaves its model unready (503) until one joins.
+        await asyncio.gather(*(dns.refresh() for dns in self.dns.values()))
+        self._dns_tasks = [asyncio.create_task(dns.run(), name=f"turnout-dns-{name}") for name, dns in self.dns.items()]
         if self.settings.health_check_interval > 0:
             self._health_task = asyncio.create_task(self._health_loop(), name="turnout-health-checks")
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        for task in [self._health_task, *self._dns_tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
     def dead_models(self) -> list[str]:

@@ -23,19 +23,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_on(*hosts: str) -> int:
+    """A port free on every one of `hosts` (loopback addresses: Linux routes all of 127.0.0.0/8 to lo), so
+    servers on each can share it, as the pods behind one Service do."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            try:
+                for host in hosts[1:]:
+                    with socket.socket() as other:
+                        other.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
 class ServerThread:
     def __init__(self, backends: dict[str, HFBackend], router: Router | None = None, grpc: bool = False,
-                 limits: HttpLimits | None = None, allowed_origins: tuple[str, ...] = (), parser: type | None = None):
+                 limits: HttpLimits | None = None, allowed_origins: tuple[str, ...] = (), parser: type | None = None,
+                 host: str = "127.0.0.1", port: int | None = None):
         """`limits` and `allowed_origins`: as `turnout serve`'s flags set them (default: their defaults).
-        `parser`: uvicorn's protocol class ours is built on (default: the one `http_protocol` picks)."""
+        `parser`: uvicorn's protocol class ours is built on (default: the one `http_protocol` picks).
+        `host`, `port`: where it listens (default: a free port on 127.0.0.1)."""
         self.backends = backends
         self.router = router or Router(backends)
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
         self.grpc_port = free_port() if grpc else None
         self.limits = limits or HttpLimits()
         self.app = build_app(self.router, grpc_port=self.grpc_port, limits=self.limits,
                              allowed_origins=allowed_origins)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(self.app, host=host, port=self.port, log_level="warning",
                                 http=protocol_over(parser, self.limits) if parser else http_protocol(self.limits),
                                 timeout_keep_alive=self.limits.keep_alive_timeout)
         self.server = uvicorn.Server(config)
@@ -43,9 +63,9 @@ class ServerThread:
 
     @classmethod
     def for_model(cls, model_dir, name: str, grpc: bool = False, limits: HttpLimits | None = None,
-                  **engine_options) -> ServerThread:
+                  host: str = "127.0.0.1", port: int | None = None, **engine_options) -> ServerThread:
         backend = HFBackend(HFEngineConfig(model=str(model_dir), served_model_name=name, **engine_options))
-        return cls({name: backend}, grpc=grpc, limits=limits)
+        return cls({name: backend}, grpc=grpc, limits=limits, host=host, port=port)
 
     @classmethod
     def for_router(cls, router: Router, limits: HttpLimits | None = None) -> ServerThread:
@@ -53,7 +73,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def grpc_target(self) -> str:
@@ -79,6 +99,21 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+    def crash(self) -> None:
+        """What its peers see of a crashed pod: no new connection is accepted, and every open one ends at
+        once, abruptly, with no answer. (The thread lives on until `stop()`, serving nobody.)"""
+        cut = threading.Event()
+
+        def cut_all() -> None:  # on the server's own loop: its connection set changes only there
+            for listening in self.server.servers:
+                listening.close()
+            for connection in list(self.server.server_state.connections):
+                connection.transport.abort()
+            cut.set()
+
+        self.server.servers[0].get_loop().call_soon_threadsafe(cut_all)
+        assert cut.wait(30), "the server's loop did not run the cut"
 
 
 def wait_ready(port: int, proc, timeout: float = 120.0, log_path=None) -> None:

@@ -114,6 +114,8 @@ class GenerationService(pb_grpc.GenerationServicer):
             estimate_tokens([generate_request.prompt or ""], [generate_request.prompt_token_ids or []]),
             call_timeout=context.time_remaining())  # the call's deadline (gRPC also cancels the call at it)
         generate_request.tenant, generate_request.deadline = admitted.tenant, admitted.deadline
+        if header := self.router.settings.affinity_session_header:  # prefix_affinity's session id, as metadata
+            generate_request.session = dict(context.invocation_metadata() or ()).get(header.lower()) or None
         backend = self.router.resolve(generate_request.model, record.api_key)
         return self.telemetry.observed(record, backend, generate_request)
 

@@ -86,3 +86,9 @@ def client_read_timeout(request: Request) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else None
+
+
+def session_id(request: Request) -> str | None:
+    """The client's session id, in the header the router's prefix_affinity reads (None: absent, or off)."""
+    header = request.app.state.router.settings.affinity_session_header
+    return (request.headers.get(header) or None) if header else None

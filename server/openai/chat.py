@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 
 from backends.types import GenerateRequest, Usage
 from server.http import sse, telemetry_middleware
-from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model
+from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model, session_id
 from server.http.streams import merge, until_disconnected
 from server.http.telemetry_middleware import record_of
 from server.openai.choices import collect, usage_dict, with_usage
@@ -31,12 +31,13 @@ async def create_chat_completion(request: Request):
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         generate_request = GenerateRequest(rid, body.model, params, messages=messages, buffered=not body.stream,
                                            tenant=admitted.tenant, deadline=admitted.deadline,
-                                           patience=admitted.patience)
+                                           patience=admitted.patience, session=session_id(request))
     else:
         prompt_ids = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
         generate_request = GenerateRequest(rid, body.model, params, prompt_token_ids=prompt_ids,
                                            buffered=not body.stream, tenant=admitted.tenant,
-                                           deadline=admitted.deadline, patience=admitted.patience)
+                                           deadline=admitted.deadline, patience=admitted.patience,
+                                           session=session_id(request))
     merged = merge([telemetry_middleware.observed(request, backend, generate_request)])
     base = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model}
 

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 from backends.types import GenerateRequest, Usage
 from backends.validation import check_token_ids
 from server.http import sse, telemetry_middleware
-from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model
+from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model, session_id
 from server.http.streams import merge, until_disconnected
 from server.http.telemetry_middleware import record_of
 from server.openai.choices import choice_index, collect, usage_dict, with_usage
@@ -29,6 +29,7 @@ async def create_completion(request: Request):
     estimate = estimate_tokens([p for p in prompts if isinstance(p, str)], [p for p in prompts if isinstance(p, list)])
     admitted = request.app.state.router.admit(record_of(request), len(prompts), params, estimate,
                                               patience=client_read_timeout(request))
+    session = session_id(request)
     generate_requests = [
         GenerateRequest(
             request_id=rid if len(prompts) == 1 else f"{rid}-{i}",
@@ -40,6 +41,7 @@ async def create_completion(request: Request):
             tenant=admitted.tenant,
             deadline=admitted.deadline,
             patience=admitted.patience,
+            session=session,
         )
         for i, prompt in enumerate(prompts)
     ]

@@ -19,7 +19,7 @@ from backends.errors import InvalidRequest
 from backends.types import GenerateRequest as CoreRequest
 from server.errors import from_validation_error, tgi_error_body, tgi_error_response, to_turnout_error
 from server.http import sse, telemetry_middleware
-from server.http.requests import client_read_timeout, json_object, request_id, resolve_model
+from server.http.requests import client_read_timeout, json_object, request_id, resolve_model, session_id
 from server.http.streams import ClientDisconnected, merge, until_disconnected
 from server.http.telemetry_middleware import record_of
 from server.rate_limits import estimate_tokens
@@ -78,6 +78,7 @@ async def _core_request(request: Request, body: schema.GenerateRequest, stream: 
         tenant=admitted.tenant,
         deadline=admitted.deadline,
         patience=admitted.patience,
+        session=session_id(request),
     )
     return backend, core, body.inputs if p.return_full_text else ""
 
