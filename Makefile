@@ -7,7 +7,7 @@ KERNELS := $(VENV)/.kernels
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test unit lint model bench proto clean
+.PHONY: serve test unit lint model bench proto clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,19 @@ $(KERNELS): $(STAMP) $(wildcard backends/hf/csrc/*)
 	$(PY) -m backends.hf.cpu_kernels
 	touch $(KERNELS)
 
+# Debian's Chromium, for the playground's browser test (tests/e2e/test_playground.py drives it through pip's
+# playwright, which never downloads a browser of its own). Installed once: the file is the target.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium
+
+chromium: $(CHROMIUM)
+
 serve: $(KERNELS)  ## start the OpenAI-compatible server on the bundled model
 	$(VENV)/bin/turnout serve --host $(HOST) --port $(PORT)
 
-test: $(KERNELS)  ## the whole test suite (what CI runs)
+test: $(KERNELS) $(CHROMIUM)  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
 
 unit: $(KERNELS)

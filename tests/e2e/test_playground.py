@@ -1,0 +1,269 @@
+"""The playground in a real browser (headless Chromium) against a real server on the bundled model: a reply
+streams in over several frames with its numbers, Stop frees the request in the engine, Compare streams two
+parameter sets at once, an invalid parameter shows the API's own error, and the template, snippets,
+per-token view and a narrow screen work. Screenshots go to TURNOUT_SCREENSHOTS (or pytest's tmp path); the
+run prints where."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.e2e.browser import launch, screenshot_dir
+from tests.integration.conftest import BUNDLED
+from tests.server_thread import ServerThread
+
+QUESTION = "What does the with statement do?"
+LONG = 900
+"""Tokens of a reply meant to be stopped: seconds of streaming here, far more than the test waits."""
+TIMEOUT_MS = 20_000
+"""A bound on each wait in the page; a normal run of this file takes about 15 s."""
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def server(bundled_model_dir):
+    srv = ServerThread.for_model(bundled_model_dir, BUNDLED, max_num_seqs=8, num_threads=2).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    path = screenshot_dir(tmp_path_factory)
+    yield path
+    print(f"\nplayground screenshots: {path}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """The page as a browser opens the server's address: GET / sends it to /playground. Fails the test on
+    any error the page logs (a CSP refusal, an exception)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server.url + "/")
+    assert page.url == server.url + "/playground"
+    expect(page.locator("body")).to_have_attribute("data-models", "1")
+    yield page
+    context.close()
+    # A 400 the test asked for is logged by Chromium as a failed resource load; nothing else may be.
+    assert [e for e in errors if "status of 400" not in e] == []
+
+
+def lane(page, name="A"):
+    return page.locator(f'.lane[data-lane="{name}"]')
+
+
+def set_params(page, name="A", **values):
+    box = lane(page, name).locator("details.params")
+    if not box.evaluate("d => d.open"):
+        box.locator("summary").click()
+    for param, value in values.items():
+        field = box.locator(f'[name="{param}"]')
+        if isinstance(value, bool):
+            field.set_checked(value)
+        else:
+            field.fill(str(value))
+
+
+def stat(reply, name) -> str:
+    return reply.locator(f'[data-stat="{name}"] .stat-value').inner_text()
+
+
+def last_reply(page, name="A"):
+    return lane(page, name).locator(".msg-assistant").last
+
+
+def record_frames(page):
+    """From now on, at every animation frame: each lane's last reply's text length and state, and where the
+    composer and the first reply's stats line sit (for layout jumps)."""
+    page.evaluate("""() => {
+      window.frames_seen = [];
+      const tick = () => {
+        const lanes = [...document.querySelectorAll('.lane')].map(lane => {
+          const reply = [...lane.querySelectorAll('.msg-assistant')].pop();
+          return reply ? {length: reply.querySelector('.choices').textContent.length, state: reply.dataset.state}
+                       : {length: 0, state: 'none'};
+        });
+        const stats = document.querySelector('.msg-assistant .stats');
+        window.frames_seen.push({lanes, composer: document.querySelector('.composer').getBoundingClientRect().top,
+                                 stats: stats ? stats.getBoundingClientRect().height : null});
+        if (!window.stop_frames) requestAnimationFrame(tick);
+      };
+      window.stop_frames = false;
+      requestAnimationFrame(tick);
+    }""")
+
+
+def frames(page) -> list[dict]:
+    page.evaluate("() => { window.stop_frames = true; }")
+    return page.evaluate("() => window.frames_seen")
+
+
+def ask(page, text=QUESTION):
+    page.locator("#input").fill(text)
+    page.locator("#input").press("Enter")
+
+
+def test_a_question_streams_in_over_several_frames_with_its_numbers(page, shots):
+    assert page.locator('.lane[data-lane="A"] select.model').input_value() == BUNDLED
+    set_params(page, max_tokens=64, min_tokens=48)
+    # Shift+Enter is a new line, not a send.
+    page.locator("#input").fill("Two lines:")
+    page.locator("#input").press("Shift+Enter")
+    page.locator("#input").press_sequentially(QUESTION)
+    assert page.locator("#input").input_value() == f"Two lines:\n{QUESTION}"
+    assert page.locator(".msg").count() == 0
+    record_frames(page)
+    page.locator("#input").press("Enter")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    seen = frames(page)
+    page.screenshot(path=shots / "1-streamed-reply.png")
+
+    lengths = [f["lanes"][0]["length"] for f in seen if f["lanes"][0]["state"] == "streaming"]
+    growth = sorted(set(lengths) - {0})
+    assert lengths == sorted(lengths), "the text only grows while it streams"
+    assert len(growth) >= 3, f"the reply should appear over several frames, saw lengths {growth}"
+    assert len({f["composer"] for f in seen}) == 1, "the composer moved while the reply streamed"
+    assert len({f["stats"] for f in seen if f["stats"] is not None}) == 1, "the stats line changed size"
+
+    assert lane(page).locator(".msg-user .content").inner_text() == f"Two lines:\n{QUESTION}"
+    assert reply.locator(".choice").inner_text().strip()
+    assert int(stat(reply, "prompt")) > 10  # the chat template's tokens and the question's
+    assert 48 <= int(stat(reply, "completion")) <= 64
+    assert stat(reply, "finish") in ("length", "stop")
+    assert re.fullmatch(r"\d+ ms", stat(reply, "ttft"))
+    assert float(stat(reply, "rate")) > 0
+
+
+def running(server) -> float:
+    metrics = httpx.get(server.url + "/metrics").text
+    line = next(line for line in metrics.splitlines()
+                if line.startswith(f'turnout_num_requests_running{{model="{BUNDLED}"'))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_stop_aborts_the_stream_and_the_server_frees_the_request(page, server, shots):
+    set_params(page, max_tokens=LONG, min_tokens=LONG)
+    ask(page)
+    reply = last_reply(page)
+    page.wait_for_function("() => document.querySelector('.msg-assistant .choice')?.textContent.length > 40")
+    wait_until(lambda: running(server) == 1)
+    page.screenshot(path=shots / "2-mid-stream.png")
+    page.locator("#stop").click()
+    expect(reply).to_have_attribute("data-state", "stopped")
+    wait_until(lambda: server.engine().num_running == 0)
+    assert running(server) == 0
+    assert stat(reply, "finish") == "stopped"
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+    page.screenshot(path=shots / "3-stopped.png")
+
+
+def test_compare_streams_two_parameter_sets_side_by_side(page, shots):
+    set_params(page, max_tokens=64, min_tokens=48, temperature=0)
+    page.locator("#compare").click()
+    expect(lane(page, "B")).to_be_visible()
+    assert lane(page, "B").locator("select.model").input_value() == BUNDLED  # one model served: same, other settings
+    set_params(page, "B", temperature=1.5, top_k=50, seed=7)
+    record_frames(page)
+    ask(page)
+    expect(last_reply(page, "A")).to_have_attribute("data-state", "done")
+    expect(last_reply(page, "B")).to_have_attribute("data-state", "done")
+    seen = frames(page)
+    page.screenshot(path=shots / "4-compare.png")
+
+    both = [f for f in seen if all(lane["state"] == "streaming" and lane["length"] > 0 for lane in f["lanes"])]
+    assert both, "the two answers should stream at the same time"
+    texts = [last_reply(page, name).locator(".choice").inner_text() for name in "AB"]
+    assert all(text.strip() for text in texts)
+    for name in "AB":
+        assert 48 <= int(stat(last_reply(page, name), "completion")) <= 64
+
+
+def test_an_invalid_parameter_shows_the_apis_own_error(page, server, shots):
+    set_params(page, temperature=5)
+    ask(page)
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "error")
+    written = httpx.post(server.base_url + "/chat/completions", json={
+        "model": BUNDLED, "messages": [{"role": "user", "content": QUESTION}], "temperature": 5, "max_tokens": 128,
+        "stream": True, "stream_options": {"include_usage": True}})
+    assert written.status_code == 400
+    box = reply.locator(".api-error")
+    expect(box).to_contain_text("HTTP 400")
+    assert written.json()["error"]["message"] in box.inner_text()
+    assert box.locator(".raw").inner_text() == written.text  # the body, byte for byte as the API wrote it
+    page.screenshot(path=shots / "5-api-error.png")
+
+
+def test_the_template_and_the_snippets_show_what_is_sent(page, server, shots):
+    page.locator("#system").fill("Answer in one line.")
+    lane(page).locator("button.template").click()
+    dialog = page.locator("#dialog")
+    expect(dialog).to_be_visible()
+    text = dialog.locator(".dialog-text").inner_text()
+    assert text == "<|im_start|>system\nAnswer in one line.<|im_end|>\n<|im_start|>assistant\n"
+    expect(dialog.locator(".dialog-title")).to_contain_text("tokens of 1024")
+    page.screenshot(path=shots / "6-template.png")
+    dialog.locator(".close").click()
+
+    lane(page).locator("button.copy").click()
+    messages = dialog.locator(".dialog-text").inner_text()
+    assert '"content": "Answer in one line."' in messages
+    dialog.get_by_role("tab", name="curl").click()
+    assert dialog.locator(".dialog-text").inner_text().startswith(f"curl {server.url}/v1/chat/completions")
+    dialog.get_by_role("tab", name="Python (openai)").click()
+    code = dialog.locator(".dialog-text").inner_text()
+    assert f'base_url="{server.url}/v1"' in code and "client.chat.completions.create(" in code
+    compile(code, "snippet", "exec")  # valid Python
+    page.screenshot(path=shots / "7-snippet.png")
+
+
+def test_the_per_token_view_shows_the_alternatives_on_hover(page, shots):
+    set_params(page, max_tokens=12, min_tokens=12, logprobs=True, top_logprobs=5)
+    ask(page)
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    tokens = reply.locator(".tok")
+    assert tokens.count() == int(stat(reply, "completion")) == 12
+    tokens.nth(2).hover()
+    tooltip = page.locator("#tooltip")
+    expect(tooltip).to_be_visible()
+    assert tooltip.locator("tr").count() == 5
+    page.screenshot(path=shots / "8-token-view.png")
+
+
+def test_a_narrow_screen_has_no_sideways_scroll(browser, server, shots):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server.url + "/playground")
+    expect(page.locator("body")).to_have_attribute("data-models", "1")
+    page.locator("#compare").click()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=shots / "9-narrow.png", full_page=True)
+    context.close()
