@@ -15,6 +15,7 @@ from server.app import build_app
 from server.keys import ApiKey, KeyRing, hash_key
 from server.playground.routes import FILES
 from server.router import Router
+from tests import raw_http
 from tests.integration.test_openapi_keys import KEY, Silent
 from tests.server_thread import ServerThread
 
@@ -72,6 +73,18 @@ def test_every_file_the_page_names_is_served_from_the_package_and_nothing_from_e
 def test_a_name_outside_the_table_is_a_404_in_json(server, path):
     response = httpx.get(server.url + path)
     assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("target", ["/playground/../server/app.py", "/playground/%2e%2e/server/app.py",
+                                    "/playground/%2e%2e%2fserver%2fapp.py", "/playground/..%2f..%2fpyproject.toml",
+                                    "/playground/%2E%2E/routes.py", "/playground/static/../routes.py"])
+def test_a_traversing_path_sent_as_is_is_a_404(server, target):
+    """Raw, as a hostile client sends it: httpx would resolve the dots before sending."""
+    with raw_http.connect(server.port) as sock:
+        sock.sendall(raw_http.head("GET", target, {"Connection": "close"}))
+        response = raw_http.read_response(sock)
+    assert response.status == 404, (target, response.body[:200])
     assert response.json()["error"]["type"] == "not_found_error"
 
 
