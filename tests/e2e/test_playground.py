@@ -6,6 +6,7 @@ run prints where."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -179,6 +180,7 @@ def test_stop_aborts_the_stream_and_the_server_frees_the_request(page, server, s
     wait_until(lambda: server.engine().num_running == 0)
     assert running(server) == 0
     assert stat(reply, "finish") == "stopped"
+    assert re.fullmatch(r"\d+ streamed", stat(reply, "completion"))  # no usage comes: the tokens counted
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator("#stop")).to_be_disabled()
     page.screenshot(path=shots / "3-stopped.png")
@@ -258,6 +260,31 @@ def test_the_per_token_view_shows_the_alternatives_on_hover(page, shots):
     page.screenshot(path=shots / "8-token-view.png")
 
 
+def test_a_json_schema_reply_and_a_conversation_edited_deleted_and_cleared(page):
+    set_params(page, max_tokens=8)
+    page.locator('[name="response_format.type"]').select_option("json_schema")
+    page.locator('[name="response_format.schema"]').fill('{"type": "string", "enum": ["yes", "no"]}')
+    ask(page, "Is a tuple immutable?")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "done")
+    assert json.loads(reply.locator(".choice").inner_text()) in ("yes", "no")  # constrained decoding
+    assert stat(reply, "finish") == "stop"
+
+    user = lane(page).locator(".msg-user")
+    user.hover()
+    user.get_by_role("button", name="Edit").click()
+    user.locator("textarea.editor").fill("Is a list mutable?")
+    user.get_by_role("button", name="Save").click()
+    lane(page).locator(".msg-assistant").hover()
+    lane(page).locator(".msg-assistant").get_by_role("button", name="Delete").click()
+    lane(page).locator("button.copy").click()
+    sent = json.loads(page.locator("#dialog .dialog-text").inner_text())
+    assert sent == [{"role": "user", "content": "Is a list mutable?"}]
+    page.locator("#dialog .close").click()
+    page.locator("#clear").click()
+    assert lane(page).locator(".msg").count() == 0
+
+
 def test_a_narrow_screen_has_no_sideways_scroll(browser, server, shots):
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
@@ -266,4 +293,37 @@ def test_a_narrow_screen_has_no_sideways_scroll(browser, server, shots):
     page.locator("#compare").click()
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     page.screenshot(path=shots / "9-narrow.png", full_page=True)
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    from server.keys import ApiKey, KeyRing, hash_key
+    from server.router import Router
+    from tests.integration.test_openapi_keys import KEY, Silent
+
+    router = Router({"silent": Silent()}, keys=KeyRing([ApiKey(name="page", hash=hash_key(KEY))]))
+    srv = ServerThread.for_router(router).start()
+    srv.key = KEY
+    yield srv
+    srv.stop()
+
+
+def test_with_api_keys_the_page_says_so_and_works_once_given_one(browser, keyed_server, shots):
+    context = browser.new_context(viewport={"width": 1280, "height": 600})
+    page = context.new_page()
+    page.goto(keyed_server.url + "/playground")
+    notice = page.locator("#notice")
+    expect(notice).to_contain_text("HTTP 401")
+    expect(notice).to_contain_text("missing API key")
+    page.screenshot(path=shots / "10-key-needed.png")
+    page.locator("#api-key").fill(keyed_server.key)
+    page.locator("#api-key").press("Enter")  # a change event: the list is fetched again, with the key
+    expect(page.locator("body")).to_have_attribute("data-models", "1")
+    expect(notice).to_be_hidden()
+    assert page.locator('.lane[data-lane="A"] select.model').input_value() == "silent"
+    lane(page).locator("button.copy").click()
+    page.get_by_role("tab", name="curl").click()
+    snippet = page.locator("#dialog .dialog-text").inner_text()
+    assert '"Authorization: Bearer $TURNOUT_API_KEY"' in snippet and keyed_server.key not in snippet
     context.close()

@@ -179,12 +179,14 @@ export class Lane {
     this.list.append(li);
     this.stick = true;
     this.follow();
+    li.setAttribute("aria-busy", "true"); // the list is a live region: not announced token by token
     const reply = new Reply(li, meta);
     const observer = new MutationObserver(() => this.follow());
     let state = "done";
     let failure = null;
     try {
-      const body = { ...request, stream: true, stream_options: { include_usage: true } };
+      // token_ids (vLLM's return_token_ids): a stopped reply gets no usage, but its tokens can be counted
+      const body = { ...request, stream: true, stream_options: { include_usage: true }, return_token_ids: true };
       const response = await post("v1/chat/completions", body, signal);
       observer.observe(li, { childList: true, subtree: true, characterData: true });
       for await (const data of sseData(response.body)) {
@@ -193,7 +195,7 @@ export class Lane {
         if (chunk.error) throw new ApiError(0, "", data); // a stream that failed after it started
         if (chunk.usage) reply.usage(chunk.usage);
         for (const choice of chunk.choices || []) {
-          reply.delta(choice.index, choice.delta?.content, choice.logprobs?.content);
+          reply.delta(choice.index, choice.delta?.content, choice.logprobs?.content, choice.token_ids);
           if (choice.finish_reason) reply.finish(choice.index, choice.finish_reason);
         }
       }
@@ -211,8 +213,8 @@ export class Lane {
   }
 
   async showTemplate() {
-    const { model, messages } = this.request();
     try {
+      const { model, messages } = this.request();
       const tokenized = await (await post("tokenize", { model, messages, add_generation_prompt: true })).json();
       // /tokenize answers token ids only; /detokenize turns them back into the text the model reads,
       // special tokens included.

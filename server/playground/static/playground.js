@@ -122,6 +122,7 @@ class Page {
     this.send.disabled = busy;
     this.stop.disabled = !busy;
     this.compare.disabled = busy;
+    $("#clear").disabled = busy;
   }
 
   notify(message) {

@@ -67,12 +67,13 @@ export class Reply {
   }
 
   choice(index) {
-    while (this.meta.choices.length <= index) this.meta.choices.push({ text: "", tokens: [], finish: null });
+    while (this.meta.choices.length <= index) this.meta.choices.push({ text: "", tokens: [], ids: 0, finish: null });
     return this.meta.choices[index];
   }
 
-  delta(index, text, tokens) {
+  delta(index, text, tokens, ids) {
     const choice = this.choice(index);
+    choice.ids += ids?.length || 0;
     const now = performance.now();
     if (text && this.firstAt === null) this.firstAt = now;
     if (text) this.lastAt = now;
@@ -103,9 +104,9 @@ export class Reply {
         box = document.createElement("div");
         box.className = "choice content";
         box.dataset.index = String(index);
-        if (this.meta.choices.length > 1 || index > 0) box.dataset.label = `choice ${index}`;
         this.choices.append(box);
       }
+      if (this.meta.choices.length > 1) box.dataset.label = `choice ${index}`;
       if (choice.tokens.length) {
         const from = this.shown.get(index) || 0;
         renderTokens(box, choice.tokens, from);
@@ -127,6 +128,8 @@ export class Reply {
       const after = usage.completion_tokens - this.meta.choices.length; // each choice's first token is TTFT's
       if (seconds > 0 && after > 0) setStat(this.stats, "rate", (after / seconds).toFixed(1));
     }
+    const counted = this.meta.choices.reduce((sum, c) => sum + c.ids, 0);
+    if (!usage && this.meta.state === "stopped" && counted) setStat(this.stats, "completion", `${counted} streamed`);
     const reasons = [...new Set(this.meta.choices.map((c) => c.finish).filter(Boolean))];
     if (this.meta.state === "stopped") reasons.push("stopped");
     if (reasons.length) setStat(this.stats, "finish", reasons.join(", "));
@@ -135,6 +138,7 @@ export class Reply {
   end(state, error) {
     this.meta.state = state;
     this.element.dataset.state = state;
+    this.element.removeAttribute("aria-busy"); // a screen reader reads the reply once, whole
     if (error) {
       this.meta.error = error;
       renderError(this.errorBox, error);

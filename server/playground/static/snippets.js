@@ -18,13 +18,21 @@ export function curl(request, baseUrl, withKey) {
   return lines.join(" \\\n  ");
 }
 
-/** A JSON value written as a Python literal. */
-function py(value, indent = "") {
-  const inner = indent + "    ";
+/** A JSON value written as a Python literal on one line. */
+function pyInline(value) {
   if (value === null || value === undefined) return "None";
   if (value === true) return "True";
   if (value === false) return "False";
   if (typeof value === "number" || typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(pyInline).join(", ")}]`;
+  return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${pyInline(v)}`).join(", ")}}`;
+}
+
+/** A JSON value written as a Python literal: on one line when it is short, else one item a line. */
+function py(value, indent = "") {
+  const inner = indent + "    ";
+  const line = pyInline(value);
+  if (typeof value !== "object" || value === null || indent.length + line.length <= 76) return line;
   if (Array.isArray(value)) {
     if (!value.length) return "[]";
     return `[\n${value.map((v) => inner + py(v, inner)).join(",\n")},\n${indent}]`;
