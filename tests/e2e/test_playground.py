@@ -327,3 +327,37 @@ def test_with_api_keys_the_page_says_so_and_works_once_given_one(browser, keyed_
     snippet = page.locator("#dialog .dialog-text").inner_text()
     assert '"Authorization: Bearer $TURNOUT_API_KEY"' in snippet and keyed_server.key not in snippet
     context.close()
+
+
+@pytest.fixture(scope="module")
+def adapter_server(bundled_model_dir, tmp_path_factory):
+    """The bundled model and a LoRA adapter of it (random B: it changes the answers), served unmerged."""
+    from backends.hf.backend import HFBackend
+    from backends.hf.config import HFEngineConfig
+    from tests.integration.test_lora_serving import make_adapter
+
+    adapter = make_adapter(bundled_model_dir, tmp_path_factory.mktemp("adapter") / "tiny-lora", seed=3)
+    config = HFEngineConfig(model=str(bundled_model_dir), served_model_name=BUNDLED, max_num_seqs=8,
+                            num_threads=2, adapters=(("tiny-lora", str(adapter)),))
+    srv = ServerThread({BUNDLED: HFBackend(config)}).start()
+    yield srv
+    srv.stop()
+
+
+def test_compare_a_model_with_its_lora_adapter(browser, adapter_server, shots):
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    page = context.new_page()
+    page.goto(adapter_server.url + "/playground")
+    expect(page.locator("body")).to_have_attribute("data-models", "2")
+    options = lane(page).locator("select.model option").all_inner_texts()
+    assert options == [BUNDLED, f"tiny-lora (adapter of {BUNDLED})"]
+    set_params(page, max_tokens=24, temperature=0)
+    page.locator("#compare").click()
+    assert lane(page, "B").locator("select.model").input_value() == "tiny-lora"  # the other served model
+    ask(page)
+    for name in "AB":
+        expect(last_reply(page, name)).to_have_attribute("data-state", "done")
+    texts = [last_reply(page, name).locator(".choice").inner_text() for name in "AB"]
+    assert all(texts) and texts[0] != texts[1], texts  # same settings, greedy: the adapter is what differs
+    page.screenshot(path=shots / "11-compare-adapter.png")
+    context.close()
