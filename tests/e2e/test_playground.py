@@ -322,6 +322,8 @@ def test_with_api_keys_the_page_says_so_and_works_once_given_one(browser, keyed_
     expect(page.locator("body")).to_have_attribute("data-models", "1")
     expect(notice).to_be_hidden()
     assert page.locator('.lane[data-lane="A"] select.model').input_value() == "silent"
+    # the published ranges needed the key too (GET /openapi.json): read now
+    assert "0 ≤ x ≤ 2" in lane(page).locator('[data-param="temperature"] small').text_content()
     lane(page).locator("button.copy").click()
     page.get_by_role("tab", name="curl").click()
     snippet = page.locator("#dialog .dialog-text").inner_text()

@@ -2,7 +2,7 @@
 // or two side by side in Compare, which are sent the same user message at once and stream at once.
 
 import { ApiError, messageOf, post, renderError } from "./api.js";
-import { buildForm, collect, copyForm } from "./params.js";
+import { buildForm, collect, copyForm, rebuildForm } from "./params.js";
 import { Reply, renderTokens, setStat, statsLine } from "./reply.js";
 import { sseData } from "./sse.js";
 
@@ -30,6 +30,10 @@ export class Lane {
     const current = preferred || this.model.value;
     this.model.replaceChildren(...models.map((m) => new Option(m.parent ? `${m.id} (adapter of ${m.parent})` : m.id, m.id)));
     if (models.some((m) => m.id === current)) this.model.value = current;
+  }
+
+  setRanges(ranges) {
+    rebuildForm(this.form, ranges);
   }
 
   copyFrom(other) {

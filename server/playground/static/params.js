@@ -154,6 +154,13 @@ function unescape(line) {
   return line.replace(/\\(n|t|\\)/g, (_, c) => ({ n: "\n", t: "\t", "\\": "\\" })[c]);
 }
 
+/** The form built again for new ranges (the schema read with an API key just typed), its values kept. */
+export function rebuildForm(container, ranges) {
+  const kept = container.cloneNode(true);
+  buildForm(container, ranges);
+  copyForm(kept, container);
+}
+
 /** The same values in another lane's form (Compare starts from the first lane's settings). */
 export function copyForm(from, to) {
   for (const input of from.querySelectorAll("[name]")) {

@@ -61,6 +61,7 @@ class Page {
       this.ranges = {}; // no hints: the fields still work, and the API still checks them
     }
     if (!this.lanes.length) this.addLane();
+    else this.lanes.forEach((lane) => lane.setRanges(this.ranges));
     try {
       this.models = (await getJson("v1/models")).data;
     } catch (error) {
