@@ -181,6 +181,7 @@ def test_stop_aborts_the_stream_and_the_server_frees_the_request(page, server, s
     assert running(server) == 0
     assert stat(reply, "finish") == "stopped"
     assert re.fullmatch(r"\d+ streamed", stat(reply, "completion"))  # no usage comes: the tokens counted
+    assert float(stat(reply, "rate")) > 0
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator("#stop")).to_be_disabled()
     page.screenshot(path=shots / "3-stopped.png")

@@ -121,15 +121,17 @@ export class Reply {
   renderStats() {
     const { usage } = this.meta;
     if (this.firstAt !== null) setStat(this.stats, "ttft", `${Math.round(this.firstAt - this.started)} ms`);
+    const counted = this.meta.choices.reduce((sum, c) => sum + c.ids, 0);
     if (usage) {
       setStat(this.stats, "prompt", String(usage.prompt_tokens));
       setStat(this.stats, "completion", String(usage.completion_tokens));
-      const seconds = (this.lastAt - this.firstAt) / 1000;
-      const after = usage.completion_tokens - this.meta.choices.length; // each choice's first token is TTFT's
-      if (seconds > 0 && after > 0) setStat(this.stats, "rate", (after / seconds).toFixed(1));
+    } else if (this.meta.state === "stopped" && counted) {
+      setStat(this.stats, "completion", `${counted} streamed`); // no usage comes after a stop
     }
-    const counted = this.meta.choices.reduce((sum, c) => sum + c.ids, 0);
-    if (!usage && this.meta.state === "stopped" && counted) setStat(this.stats, "completion", `${counted} streamed`);
+    const completion = usage?.completion_tokens ?? (this.meta.state === "stopped" ? counted : 0);
+    const seconds = (this.lastAt - this.firstAt) / 1000;
+    const after = completion - this.meta.choices.length; // each choice's first token is TTFT's
+    if (seconds > 0 && after > 0) setStat(this.stats, "rate", (after / seconds).toFixed(1));
     const reasons = [...new Set(this.meta.choices.map((c) => c.finish).filter(Boolean))];
     if (this.meta.state === "stopped") reasons.push("stopped");
     if (reasons.length) setStat(this.stats, "finish", reasons.join(", "));
