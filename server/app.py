@@ -31,6 +31,7 @@ from server.openai import tokenize as openai_tokenize
 from server.openai.chat import create_chat_completion
 from server.openai.completions import create_completion
 from server.openai.models import list_models
+from server.playground import routes as playground_routes
 from server.router import Router
 from server.telemetry import Telemetry
 from server.tgi import routes as tgi
@@ -117,13 +118,18 @@ class UnhandledErrors:
 
 def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int | None = None,
               grpc_host: str = "127.0.0.1", keys_for_ops: bool = False,
-              limits: HttpLimits | None = None, allowed_origins: Sequence[str] = ()) -> Starlette:
+              limits: HttpLimits | None = None, allowed_origins: Sequence[str] = (),
+              playground: bool = True) -> Starlette:
     """`grpc_port` (None or 0: no gRPC) starts the gRPC API in the same event loop, over the same router.
     With API keys (`router.keys`), every route needs one; /health, /ready and /metrics too if
     `keys_for_ops`. `limits` bounds request bodies (the rest of it is the uvicorn protocol's:
     transport.http_protocol); `allowed_origins` lets web pages of those origins call the API (CORS; none by
-    default)."""
+    default). `playground`: serve the page at /playground, where GET / sends browsers (server/playground/)."""
     telemetry = telemetry or Telemetry()
+    pages = playground_routes.ROUTES if playground else []
+    is_page = playground_routes.is_page if playground else (lambda method, path: False)
+    known_paths = {r.path for r in ROUTES} | ({playground_routes.PAGE_PATH, *playground_routes.ASSET_PATHS}
+                                               if playground else set())
     cors = [Middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "POST"],
                        allow_headers=["*"], expose_headers=[REQUEST_ID_HEADER])] if allowed_origins else []
 
@@ -155,7 +161,7 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
             await router.close()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *pages],  # after TGI's POST /, which stays the route of every POST /
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,
@@ -166,10 +172,10 @@ def build_app(router: Router, telemetry: Telemetry | None = None, grpc_port: int
         },
         middleware=[
             *cors,  # outermost, so that a refusal further in carries the headers a page needs to read it
-            Middleware(ObservabilityMiddleware, telemetry=telemetry, paths={r.path for r in ROUTES}),
+            Middleware(ObservabilityMiddleware, telemetry=telemetry, paths=known_paths),
             Middleware(UnhandledErrors),
             Middleware(ApiKeyMiddleware, keys=router.keys, tgi_paths=frozenset(_TGI_PATHS),
-                       open_paths=frozenset() if keys_for_ops else OPS_PATHS),
+                       open_paths=frozenset() if keys_for_ops else OPS_PATHS, open_pages=is_page),
             # After the key: a client without one does not get its body read.
             Middleware(BodyGuard, limits=limits or HttpLimits(), tgi_paths=_TGI_PATHS,
                        paths={r.path for r in ROUTES if "POST" in r.methods}),

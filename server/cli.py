@@ -89,6 +89,8 @@ def _serve_parser(sub) -> None:
                         "its own rate limits (format in server/keys.py; `turnout keys hash` makes a hash)")
     p.add_argument("--api-key-for-ops", action="store_true",
                    help="require a key on /health, /ready and /metrics too")
+    p.add_argument("--no-playground", action="store_true",
+                   help="do not serve the playground page at /playground (nor send browsers from / to it)")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one JSON object per log line, with one access line per request")
     p.add_argument("--no-access-log", action="store_true",
@@ -267,7 +269,7 @@ def serve(args: argparse.Namespace) -> int:
     telemetry = Telemetry(tracer=tracer, access_log=not args.no_access_log)
     app = build_app(router, telemetry, grpc_port=args.grpc_port, grpc_host=args.host,
                     keys_for_ops=args.api_key_for_ops, limits=limits,
-                    allowed_origins=allowed_origins(args.allowed_origins))
+                    allowed_origins=allowed_origins(args.allowed_origins), playground=not args.no_playground)
     # Our access log (server/telemetry.py) replaces uvicorn's; log_config=None keeps our log format. The drain
     # has already let requests finish when uvicorn's own graceful shutdown starts. The connection limit is our
     # protocol's (transport.py), not uvicorn's limit_concurrency.

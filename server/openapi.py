@@ -6,6 +6,10 @@ Streams are `text/event-stream` responses whose `schema` describes one event, as
 does (and schemathesis reads 3.1's): its `data` is JSON (`contentSchema`: the chunk, or the error that ends
 a stream failing after its start), or OpenAI's closing `[DONE]`. `build_app` builds the document once, for
 the server as configured (API keys or not); the route sends the same bytes every time.
+
+Not described, on purpose: the playground (server/playground/routes.py), a web page and its files for
+people, not an API for clients, and GET /, which sends a browser there (to any other client it is TGI's 405,
+as the document's POST-only `/` says).
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ The key is read from `Authorization: Bearer KEY` (what OpenAI clients send) or `
 or unknown key is a 401 with `WWW-Authenticate`, in the shape of the route's protocol, before the body is
 read; a known key is put on the request for the handlers (`key_of`), which check it against the model
 (403 for a model it may not use). /health, /ready and /metrics stay open unless the server is told
-otherwise (`--api-key-for-ops`), so probes and scrapers need no key. Keys are never logged: the access log
+otherwise (`--api-key-for-ops`), so probes and scrapers need no key. Web pages (`open_pages`: the playground)
+are always open: a browser cannot send a key when it opens a page, and the page holds no secret; its own API
+calls carry the key its user types. Keys are never logged: the access log
 names the key (`ApiKey.name`), never its value.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -37,12 +41,16 @@ def presented_key(headers: Headers | dict) -> str | None:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app, keys: KeyRing, open_paths: frozenset[str], tgi_paths: frozenset[str]):
+    def __init__(self, app, keys: KeyRing, open_paths: frozenset[str], tgi_paths: frozenset[str],
+                 open_pages: Callable[[str, str], bool] = lambda method, path: False):
         self.app, self.keys = app, keys
         self.open_paths, self.tgi_paths = open_paths, tgi_paths
+        self.open_pages = open_pages
+        """(method, path) -> whether the request is for a web page, served without a key."""
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.keys.required or scope["path"] in self.open_paths:
+        if (scope["type"] != "http" or not self.keys.required or scope["path"] in self.open_paths
+                or self.open_pages(scope["method"], scope["path"])):
             await self.app(scope, receive, send)
             return
         presented = presented_key(Headers(scope=scope))

@@ -103,3 +103,13 @@ def test_stream_head_comes_with_the_first_event_and_the_last_event_with_the_end(
     assert b'"finish_reason":"length"' in last, last
     events = [line for line in b"".join(segments).split(b"\n") if line.startswith(b"data: {")]
     assert len(events) == 6  # one event per token: writes are merged, events never are
+
+
+def test_a_browser_opening_the_servers_address_gets_the_playground(served):
+    """What the README says: open http://127.0.0.1:8000 after `make serve`."""
+    page = httpx.get(f"http://127.0.0.1:{served}/", headers={"accept": "text/html"}, follow_redirects=True)
+    assert page.status_code == 200 and str(page.url).endswith("/playground")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<title>turnout playground</title>" in page.text
+    script = httpx.get(f"http://127.0.0.1:{served}/playground/playground.js")  # from the installed package
+    assert script.status_code == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"

@@ -2,6 +2,10 @@
 client sends, the answer is never a 5xx (gRPC: never INTERNAL or UNKNOWN), and the server is healthy
 after, with nothing left in the engine.
 
+The playground's GET routes too: odd and traversing paths under /playground/ (`..`, `%2e%2e`, NUL, `//`),
+HEAD, other methods and big query strings, sent raw (no client tidies the path first): never a 5xx, and
+nothing is ever served but the playground's own files.
+
 Transport-level hostility too: any Content-Type on any POST route (415 unless it is JSON), and request heads
 with any number of header lines of any size and bytes, sent raw (400 or 431 when they break the parser or
 the limits). Read timeouts and slow clients do not fit here (each example would wait out a timeout):
@@ -28,6 +32,7 @@ from hypothesis import strategies as st
 
 from server.grpc.gen import generate_pb2 as pb
 from server.http.body_guard import is_json
+from server.playground.routes import CONTENT_TYPES, FILES
 from tests.grpc_client import stub
 from tests.integration.conftest import BUNDLED
 from tests.integration.test_poison_requests import assert_still_serving
@@ -266,4 +271,51 @@ def _heads(server, lines, many, big):
 
 def test_any_request_head_is_served_or_a_400_or_431_in_json(server):
     _heads(server)
+    assert_still_serving(server)
+
+
+traversal = st.sampled_from([
+    "../server/app.py", "../../pyproject.toml", "..%2fserver%2fapp.py", "%2e%2e/%2e%2e/server/app.py",
+    "%2e%2e%2fpyproject.toml", "%2E%2E/routes.py", "static/../routes.py", "./playground.js", "..", "%2e%2e",
+    "....//....//routes.py", "/etc/passwd", "//etc/passwd", "%00", "playground.js%00.html", "playground.js/",
+    "playground.js;.html", "PLAYGROUND.JS", "static/playground.js", "__init__.py", "%5c..%5croutes.py",
+    "..\\routes.py", "index.html", "%ff%fe", "a" * 300,
+])
+path_bytes = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e, exclude_characters="?#"), max_size=40)
+percent_bytes = st.binary(max_size=12).map(lambda raw: "".join(f"%{byte:02x}" for byte in raw))
+query = st.sampled_from([0, 0, 10, 4000, 30_000, 40_000]).map(lambda n: "?" + "q=" + "x" * n if n else "")
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(method=st.sampled_from(["GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+       prefix=st.sampled_from(["/playground/", "/playground", "/playground//", "/"]),
+       tail=traversal | path_bytes | percent_bytes, suffix=query)
+def _playground_paths(server, method, prefix, tail, suffix):
+    target = prefix + tail + suffix
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n"
+    if method == "POST":
+        head += "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    else:
+        head += "\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status < 500, (target[:200], answer[:300])
+    raw_head, body = answer.split(b"\r\n\r\n", 1)
+    content_type = next((line.split(b":", 1)[1].strip() for line in raw_head.split(b"\r\n")[1:]
+                         if line.lower().startswith(b"content-type:")), b"")
+    if status == 200 and method == "GET" and content_type.decode() in CONTENT_TYPES.values():
+        # a page file, whole: never a file of the repository that a traversing path might have reached
+        assert body in {file.body for file in FILES.values()}, (target[:200], body[:200])
+    assert b"def build_app(" not in body and b"[build-system]" not in body, target[:200]
+    if method == "HEAD" and status != 431:
+        # (a 431 refuses a head still arriving, method unknown, and closes the connection after its JSON)
+        assert body == b"", target[:200]
+
+
+def test_no_playground_path_serves_anything_but_its_files_or_answers_5xx(server):
+    _playground_paths(server)
     assert_still_serving(server)
