@@ -117,10 +117,7 @@ def main(argv: list[str] | None = None, prog: str = "turnout bench") -> int:
         return compare_main(argv[1:], prog=f"{prog} compare")
     args = build_parser(prog).parse_args(argv)
     try:
-        options.check(args)
-        shapes = options.load_shapes(args)
-        slos = options.goodput_slos(args.goodput, args.stream)
-        headers = options.headers(args, os.environ)
+        shapes, slos, headers = options.run_settings(args, os.environ)
     except ValueError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

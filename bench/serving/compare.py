@@ -196,10 +196,7 @@ def main(argv: list[str], prog: str = "turnout bench compare") -> int:
             raise ValueError(f"the two servers need different names (both are {specs[0].name!r})")
         if args.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
-        options.check(args)
-        shapes = options.load_shapes(args)
-        slos = options.goodput_slos(args.goodput, args.stream)
-        headers = options.headers(args, os.environ)
+        shapes, slos, headers = options.run_settings(args, os.environ)
     except ValueError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -102,6 +102,13 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                    help="a progress bar on stderr while each level runs")
 
 
+def run_settings(args: argparse.Namespace, environ: dict) -> tuple[list[LoadShape], dict[str, float], dict]:
+    """What a run (or each side of a compare) takes from the command line, checked: (load shapes, goodput
+    SLOs, request headers). Raises ValueError saying what is wrong."""
+    check(args)
+    return load_shapes(args), goodput_slos(args.goodput, args.stream), headers(args, environ)
+
+
 def load_shapes(args: argparse.Namespace) -> list[LoadShape]:
     """The levels the flags name; ValueError for a contradictory set."""
     if args.concurrency and args.request_rate:
