@@ -47,15 +47,18 @@ def test_request_id_is_minted_for_every_response_streams_and_errors_included(ser
         assert r.headers["x-request-id"] == "chat-7"
 
 
-def test_request_id_reaches_the_engine(server):
+def test_request_id_reaches_the_engine(server, monkeypatch):
     engine = server.engine()
     wait_for(lambda: engine.num_running == 0)
-    body = {**BODY, "max_tokens": 300, "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", server.base_url + "/completions", json=body, headers={"x-request-id": "seen-by-engine"},
-                      timeout=60) as r:
-        next(r.iter_lines())
-        # The engine keys requests by the client's id plus a unique suffix (clients may reuse ids).
-        assert any(key.startswith("seen-by-engine#") for key in list(engine.core._by_request))
+    # Recorded as the engine takes the request: read while it streams, the engine (a thread of this process)
+    # could already have finished it before this thread got the first line (seen: 300 tokens, then none).
+    added = []
+    add = engine.core.add
+    monkeypatch.setattr(engine.core, "add", lambda seqs: (added.extend(seq.request_id for seq in seqs), add(seqs)))
+    r = httpx.post(server.base_url + "/completions", json=BODY, headers={"x-request-id": "seen-by-engine"}, timeout=60)
+    assert r.status_code == 200
+    # The engine keys requests by the client's id plus a unique suffix (clients may reuse ids).
+    assert added and all(request_id.startswith("seen-by-engine#") for request_id in added), added
     wait_for(lambda: engine.num_running == 0)
 
 
