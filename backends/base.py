@@ -20,6 +20,8 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
+from backends.errors import InvalidRequest
 from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
 
@@ -63,6 +65,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         """Stream the request's output deltas; closing the iterator early aborts the request."""
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """One vector per input (POST /v1/embeddings). Raises InvalidRequest (or a subclass) for input it
+        cannot take. By default a backend serves no embeddings, and says so with a 400."""
+        raise InvalidRequest(f"the model `{self.info.name}` does not serve embeddings (POST /v1/embeddings): "
+                             f"its backend ({type(self).__name__}) has none", param="model")
 
     @abc.abstractmethod
     async def health(self) -> bool:

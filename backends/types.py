@@ -155,13 +155,19 @@ class TokenLogprob:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int | None = None
+    """Prompt tokens whose KV came from the prefix cache (OpenAI's prompt_tokens_details.cached_tokens);
+    None where the backend does not tell."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+        cached = (None if self.cached_tokens is None and other.cached_tokens is None
+                  else (self.cached_tokens or 0) + (other.cached_tokens or 0))
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     cached)
 
 
 @dataclass(slots=True)
@@ -210,9 +216,15 @@ class BackendStats:
     num_waiting: int
     """Sequences queued for admission."""
     kv_cache_usage: float
-    """Fraction of the KV cache in use, 0..1 (the HF engine: slots held / slots)."""
+    """Fraction of the KV cache in use, 0..1 (the HF engine: blocks held / blocks)."""
     token_budget_usage: float = 0.0
     """Fraction of the per-step token budget (max_num_batched_tokens) the last step used, 0..1."""
     queue_times: list[float] = field(default_factory=list)
     """Seconds each sequence waited between arrival and its first step, for sequences first scheduled
     since the previous stats() call (each wait is reported once: the caller feeds a histogram)."""
+    prefix_cache_queries: int = 0
+    """Prompt tokens looked up in the prefix cache so far (cumulative; vLLM's vllm:prefix_cache_queries)."""
+    prefix_cache_hits: int = 0
+    """Of those, tokens found cached (cumulative; vllm:prefix_cache_hits)."""
+    num_preemptions: int = 0
+    """Sequences preempted for want of KV-cache blocks so far (cumulative; vllm:num_preemptions)."""

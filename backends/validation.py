@@ -24,21 +24,22 @@ def check_sampling(params: SamplingParams, unsupported: Unsupported, backend: st
                                  param=name)
 
 
-def fit_context(params: SamplingParams, prompt_len: int, max_len: int) -> SamplingParams:
-    """`params` with max_tokens resolved against the context, or ContextLengthExceeded (OpenAI's wording)."""
+def fit_context(params: SamplingParams, prompt_len: int, max_len: int, why: str = "") -> SamplingParams:
+    """`params` with max_tokens resolved against the context, or ContextLengthExceeded (OpenAI's wording);
+    `why`, when given, says where the limit comes from (" (...)" after the number)."""
     if prompt_len == 0:
         raise InvalidRequest("prompt must contain at least one token", param="prompt")
     if params.max_tokens is None:
         if prompt_len >= max_len:
             raise ContextLengthExceeded(
-                f"This model's maximum context length is {max_len} tokens. However, your prompt has "
+                f"This model's maximum context length is {max_len} tokens{why}. However, your prompt has "
                 f"{prompt_len} tokens, which leaves no room for a completion.",
                 param="prompt",
             )
         return replace(params, max_tokens=max_len - prompt_len)
     if prompt_len + params.max_tokens > max_len:
         raise ContextLengthExceeded(
-            f"This model's maximum context length is {max_len} tokens. However, you requested "
+            f"This model's maximum context length is {max_len} tokens{why}. However, you requested "
             f"{prompt_len + params.max_tokens} tokens ({prompt_len} in the prompt, "
             f"{params.max_tokens} for the completion). Please reduce the prompt or max_tokens.",
             param="max_tokens" if prompt_len < max_len else "prompt",

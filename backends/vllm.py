@@ -213,6 +213,13 @@ class VLLMBackend(Backend):
             return check_token_ids(request.prompt_token_ids, len(self._tokenizer))
         return await self._tokenizing.encode(request.prompt or "")
 
+    async def embed(self, request):
+        """vLLM computes embeddings only in an engine started with its pooling runner, which then cannot
+        generate; this backend's engine is a generating one, so it refuses (serve the model a second time,
+        from vLLM's OpenAI server with `--runner pooling`, behind the openai backend, which passes through)."""
+        raise InvalidRequest(f"the model `{self._name}` does not serve embeddings: vLLM in process runs it for "
+                             "generation, and vLLM embeds only in an engine started for pooling", param="model")
+
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         if self._engine is None or self._engine.errored:
             raise EngineDead("the vllm engine is not running")

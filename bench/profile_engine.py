@@ -18,8 +18,6 @@ import sys
 import time
 from collections import defaultdict
 
-import torch
-
 from bench.sampling_bench import MODES as SAMPLING_MODES
 
 
@@ -59,21 +57,16 @@ class PhaseTimer:
         setattr(obj, attribute, Timed())
 
 
-def build_core(model_dir: str, max_num_seqs: int, dtype: str, attn: str, threads: int):
-    """The engine core exactly as `HFBackend.start` builds it (same loader, same scheduler config)."""
+def build_core(model_dir: str, max_num_seqs: int, dtype: str, attn: str, threads: int, **options):
+    """The engine core exactly as `HFBackend.start` builds it (backends/hf/engine_setup.py); `options`: more
+    HFEngineConfig fields (kv_cache_memory, enable_prefix_caching, ...)."""
     from backends.hf.config import HFEngineConfig
-    from backends.hf.core import EngineCore
-    from backends.hf.loader import load_model
-    from backends.hf.scheduler import SchedulerConfig
+    from backends.hf.engine_setup import build_core as build
 
-    torch.set_num_threads(threads)
     config = HFEngineConfig(model=model_dir, max_num_seqs=max_num_seqs, dtype=dtype, attn_implementation=attn,
-                            num_threads=threads)
-    loaded = load_model(config)
-    scheduler_config = SchedulerConfig(max_num_seqs=max_num_seqs,
-                                       max_num_batched_tokens=max(config.max_num_batched_tokens, max_num_seqs))
-    return EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
-                      loaded.eos_token_ids, loaded.pad_token_id), loaded.tokenizer
+                            num_threads=threads, **options)
+    built = build(config)
+    return built.core, built.loaded.tokenizer
 
 
 def make_sequences(prompts: list[list[int]], output_tokens: int, tag: str, sampling: dict | None = None):

@@ -30,6 +30,7 @@ from server.http.telemetry_middleware import REQUEST_ID_HEADER, ObservabilityMid
 from server.openai import tokenize as openai_tokenize
 from server.openai.chat import create_chat_completion
 from server.openai.completions import create_completion
+from server.openai.embeddings import create_embedding
 from server.openai.models import list_models
 from server.playground import routes as playground_routes
 from server.router import Router
@@ -57,6 +58,7 @@ TGI_ROUTES = [  # TGI's native API
 ROUTES = [
     Route("/v1/completions", create_completion, methods=["POST"]),
     Route("/v1/chat/completions", create_chat_completion, methods=["POST"]),
+    Route("/v1/embeddings", create_embedding, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),

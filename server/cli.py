@@ -39,17 +39,29 @@ def _serve_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=int, default=8000, help="TCP port to bind")
     p.add_argument("--max-num-seqs", type=int, default=64,
-                   help="most sequences decoding at once (KV cache slots)")
+                   help="most sequences decoding at once")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="longest prompt + completion in tokens; default: the model's context length")
     p.add_argument("--max-num-batched-tokens", type=int, default=2048,
                    help="most tokens computed per engine step; longer prompts are prefilled in chunks")
+    p.add_argument("--kv-cache-memory", default=None, metavar="SIZE",
+                   help="hf: the KV cache's memory, as bytes (4GiB, 512MiB, 2e9) or a fraction of the free memory "
+                        "(0.3); default: max-num-seqs x max-model-len tokens, at most a quarter of free memory "
+                        "(80%% of free GPU memory on CUDA). The start-up log says how many tokens it holds")
+    p.add_argument("--block-size", type=int, default=16,
+                   help="hf: token positions per KV-cache block (the unit of allocation and prefix caching)")
+    p.add_argument("--no-prefix-caching", dest="prefix_caching", action="store_false",
+                   help="hf: compute every prompt in full instead of reusing the KV cache of earlier requests "
+                        "that began with the same tokens")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weights and activations dtype")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"],
                    help="transformers attention kernel")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads for the engine")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--embedding-pooling", default=None, choices=["mean", "last"],
+                   help="how POST /v1/embeddings pools the final hidden states (hf backend); default: the model "
+                        "directory's sentence-transformers pooling config, else mean")
     p.add_argument("--lora", action="append", default=[], metavar="NAME=DIR",
                    help="serve a LoRA adapter next to the model, as model NAME (repeatable); requests for "
                         "adapters and the base share batches")
@@ -176,7 +188,8 @@ def single_model_config(args: argparse.Namespace):
                    "max_num_batched_tokens": args.max_num_batched_tokens}
         if kind == "hf":
             options.update(attn_implementation=args.attn_implementation, num_threads=args.num_threads,
-                           device=args.device)
+                           device=args.device, kv_cache_memory=args.kv_cache_memory, block_size=args.block_size,
+                           enable_prefix_caching=args.prefix_caching, embedding_pooling=args.embedding_pooling)
         if args.lora:
             options["adapters"] = dict(_name_and_dir(spec) for spec in args.lora)
     options.update(_backend_options(args.backend_option))

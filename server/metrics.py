@@ -13,6 +13,9 @@
 | turnout_num_requests_waiting{model}          | gauge     | vllm:num_requests_waiting                    | tgi_queue_size                    |
 | turnout_kv_cache_usage_ratio{model}          | gauge     | vllm:kv_cache_usage_perc (0..1 despite the name) | (none)                         |
 | turnout_token_budget_usage_ratio{model}      | gauge     | (none; vllm:iteration_tokens_total is close) | tgi_batch_current_max_tokens      |
+| turnout_prefix_cache_queries_total{model}    | counter   | vllm:prefix_cache_queries (prompt tokens looked up) | (none)                     |
+| turnout_prefix_cache_hits_total{model}       | counter   | vllm:prefix_cache_hits (of those, found cached) | (none)                          |
+| turnout_num_preemptions_total{model}         | counter   | vllm:num_preemptions                         | (none)                            |
 | turnout_backend_healthy{model,replica}       | gauge     | (none: one engine per server)                | (none)                            |
 
 The Gateway API Inference Extension's model-server protocol (its docs/proposals/003-model-server-protocol):
@@ -24,6 +27,8 @@ the pod for each request. They describe the whole server, not one model, so they
 | vllm:num_requests_waiting     | gauge | requests waiting: in the router's admission queues plus in the engines' own queues |
 | vllm:num_requests_running     | gauge | requests running: in the engines' batches; for backends that report no engine numbers (openai, tgi, vllm, trtllm), the requests the router has sent them and not yet seen end |
 | vllm:kv_cache_usage_perc      | gauge | KV-cache use, 0..1, averaged over the models whose engines report it; 0 when none does |
+| vllm:prefix_cache_queries_total, vllm:prefix_cache_hits_total | counter | prompt tokens looked up in the engines' prefix caches, and found there (all models) |
+| vllm:num_preemptions_total    | counter | sequences the engines preempted for want of KV-cache blocks (all models) |
 | vllm:lora_requests_info{max_lora,running_lora_adapters,waiting_lora_adapters} | gauge | the last update's Unix time; labels below |
 
 Semantics:
@@ -93,6 +98,19 @@ class Metrics:
                                     ["model"], registry=r)
         self.token_budget_usage = Gauge("turnout_token_budget_usage_ratio", "Fraction of the per-step token "
                                         "budget the last engine step used (0..1).", ["model"], registry=r)
+        self.prefix_cache_queries = Counter("turnout_prefix_cache_queries", "Prompt tokens looked up in the "
+                                            "engine's prefix cache.", ["model"], registry=r)
+        self.prefix_cache_hits = Counter("turnout_prefix_cache_hits", "Prompt tokens found in the engine's "
+                                         "prefix cache.", ["model"], registry=r)
+        self.preemptions = Counter("turnout_num_preemptions", "Sequences preempted for want of KV-cache "
+                                   "blocks (to be recomputed).", ["model"], registry=r)
+        self.epp_prefix_cache_queries = Counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the "
+                                                "prefix caches (all models).", registry=r)
+        self.epp_prefix_cache_hits = Counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix "
+                                             "caches (all models).", registry=r)
+        self.epp_preemptions = Counter("vllm:num_preemptions", "Sequences preempted (all models).", registry=r)
+        # The engines' cumulative counts as last read, per model: counters advance by what is new.
+        self._engine_counts: dict[str, tuple[int, int, int]] = {}
         self.healthy = Gauge("turnout_backend_healthy", "1 while the replica accepts requests, else 0.",
                              ["model", "replica"], registry=r)
         # The inference extension's names (table above): whole-server numbers, no model label.
@@ -118,6 +136,7 @@ class Metrics:
                 self.token_budget_usage.labels(model).set(stats.token_budget_usage)
                 for seconds in stats.queue_times:
                     self.queue_time.labels(model).observe(seconds)
+                self._advance_engine_counters(model, stats)
         self.epp_waiting.set(load.waiting)
         self.epp_running.set(load.running)
         self.epp_kv_cache_usage.set(load.kv_cache_usage)
@@ -127,6 +146,19 @@ class Metrics:
         for model, replicas in router.replica_health().items():
             for replica, healthy in replicas.items():
                 self.healthy.labels(model, replica).set(1.0 if healthy else 0.0)
+
+    def _advance_engine_counters(self, model: str, stats) -> None:
+        """Counters from the engines' cumulative counts: each advances by what is new since the last scrape
+        (never back: a replica that left takes its counts with it)."""
+        counts = (stats.prefix_cache_queries, stats.prefix_cache_hits, stats.num_preemptions)
+        before = self._engine_counts.get(model, (0, 0, 0))
+        self._engine_counts[model] = counts
+        pairs = ((self.prefix_cache_queries, self.epp_prefix_cache_queries),
+                 (self.prefix_cache_hits, self.epp_prefix_cache_hits), (self.preemptions, self.epp_preemptions))
+        for (per_model, server_wide), now, then in zip(pairs, counts, before, strict=True):
+            if now > then:
+                per_model.labels(model).inc(now - then)
+                server_wide.inc(now - then)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

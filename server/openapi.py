@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import ERROR_TABLE
+from server.openai import embedding_schemas as oai_embed
 from server.openai import responses as oai
 from server.openai import schemas as oai_req
 from server.response_model import ResponseModel
@@ -118,6 +119,9 @@ OPERATIONS = (
               "Answer a conversation (OpenAI); `stream: true` streams.", OPENAI_TAG,
               (oai_req.ChatCompletionRequest,),
               (oai.ChatCompletion, Stream(oai.ChatCompletionChunk, oai.ErrorResponse, done=True)), (OPENAI_ERRORS,)),
+    Operation("post", "/v1/embeddings", "createEmbedding",
+              "Embed texts or token ids (OpenAI): one L2-normalised vector per input; a 400 from a backend that "
+              "serves none.", OPENAI_TAG, (oai_embed.EmbeddingRequest,), (oai_embed.EmbeddingList,), (OPENAI_ERRORS,)),
     Operation("get", "/v1/models", "listModels", "List the models, aliases and adapters served.", OPENAI_TAG,
               ok=(oai.ModelList,)),
     Operation("post", "/tokenize", "tokenize",

@@ -40,6 +40,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from backends.base import Backend, Tokenizer
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -51,7 +52,7 @@ from backends.errors import (
 )
 from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
-from backends.validation import check_request_token_ids
+from backends.validation import check_request_token_ids, check_token_ids
 from server.admission import DeadlineExceeded, Draining, sequences_per_prompt
 from server.admission_queue import AdmissionQueue
 from server.affinity_key import affinity_key
@@ -150,6 +151,9 @@ class ModelPool(Backend):
             kv_cache_usage=sum(p.kv_cache_usage for p in parts) / len(parts),
             token_budget_usage=sum(p.token_budget_usage for p in parts) / len(parts),
             queue_times=[t for p in parts for t in p.queue_times],
+            prefix_cache_queries=sum(p.prefix_cache_queries for p in parts),
+            prefix_cache_hits=sum(p.prefix_cache_hits for p in parts),
+            num_preemptions=sum(p.num_preemptions for p in parts),
         )
 
     async def start(self) -> None:
@@ -289,6 +293,63 @@ class ModelPool(Backend):
             raise last_error
         raise Unavailable(f"model {self.name!r}: every replica failed; last error: {last_error!r}") from last_error
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """The request's embeddings from the first replica that can serve it, with generation's checks before
+        (token ids against the vocabulary, text sizes against the context), its waiting line (an embedding
+        request takes one place, as one sequence) and its failure rules."""
+        vocab = self.info.vocab_size
+        for item in request.inputs:
+            if isinstance(item, str):
+                if self.tokenizing is not None:
+                    self.tokenizing.check_size(len(item), "input")
+            elif vocab is not None:
+                check_token_ids(item, vocab, "input")
+            elif bad := [t for t in item if t < 0]:
+                raise InvalidRequest(f"input: token ids must be >= 0, got {bad[0]}", param="input")
+        deadline = Deadline(request.deadline, request.patience)
+        tokens = estimate_tokens([i for i in request.inputs if isinstance(i, str)],
+                                 [i for i in request.inputs if isinstance(i, list)])
+        self.deadlines.add(deadline)
+        try:
+            await deadline.wait(self.queue.enter(request.tenant, 1, tokens))
+            try:
+                return await deadline.wait(self._embed(request))
+            finally:
+                self.queue.leave(1)
+        finally:
+            self.deadlines.discard(deadline)
+
+    async def _embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        tried: set[Replica] = set()
+        last_error: BaseException | None = None
+        for pool, replica in self._candidates(tried, None):
+            tried.add(replica)
+            replica.outstanding += 1
+            try:
+                result = await replica.backend.embed(request)
+            except _REQUEST_ERRORS:
+                raise
+            except Overloaded as exc:
+                last_error = exc
+                continue
+            except _REPLICA_ERRORS as exc:
+                logger.warning("replica %s failed an embedding request (%s); trying another", replica.name, exc)
+                pool._record(replica, exc)
+                last_error = exc
+                continue
+            except Exception as exc:
+                raise _as_request_error(exc, replica) from exc
+            finally:
+                replica.outstanding -= 1
+                pool._close_if_done(replica)
+            pool._record(replica, None)
+            return result
+        if last_error is None:
+            raise Unavailable(f"model {self.name!r} has no healthy replica")
+        if isinstance(last_error, TurnoutError):
+            raise last_error
+        raise Unavailable(f"model {self.name!r}: every replica failed; last error: {last_error!r}") from last_error
+
     # -- replica choice and bookkeeping ---------------------------------------------------------------
     def _chain(self) -> list[ModelPool]:
         return [self, *self.fallbacks]
@@ -401,3 +462,7 @@ class AdapterView(Backend):
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         return self.pool.generate(replace(request, adapter=self._info.name))
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        raise InvalidRequest(f"the LoRA adapter `{self._info.name}` does not serve embeddings; its base model "
+                             f"`{self.pool.name}` may", param="model")

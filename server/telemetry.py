@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import Backend
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.errors import InvalidRequest
 from backends.types import GenerateRequest, OutputDelta
 from server.access_log import log_access
@@ -136,6 +137,24 @@ class Telemetry:
                 self.tracer.end(backend_span, error=error)
             else:
                 self.tracer.end(stream_span, attributes, error=error)
+
+    async def embedded(self, record: RequestRecord, backend: Backend, request: EmbeddingRequest) -> EmbeddingResult:
+        """`backend.embed(request)`, with its prompt tokens counted into `record` and a backend span. The
+        answer is the request's only output: its time ends the request's e2e latency; it has no first token
+        (no TTFT) and no completion tokens."""
+        record.model = request.model
+        span = self.tracer.start("backend", record.span, {"turnout.request_id": request.request_id})
+        error = None
+        try:
+            result = await backend.embed(request)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.tracer.end(span, error=error)
+        record.prompt_tokens += result.prompt_tokens
+        record.last_output_at = time.monotonic()
+        return result
 
     def finish(self, record: RequestRecord, status: str) -> None:
         """The request is over (response sent, or failed): count it, log it, end its span."""

@@ -7,21 +7,21 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-import torch
-
 from backends.base import Backend
-from backends.errors import InvalidRequest, ModelNotFound
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
+from backends.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from backends.hf import kv_budget
 from backends.hf.best_of import best_of
 from backends.hf.config import HFEngineConfig
 from backends.hf.core import EngineCore
+from backends.hf.embedding import Embedder, pooling_for
 from backends.hf.engine import AsyncEngine
+from backends.hf.engine_setup import build_core
 from backends.hf.grammar import GrammarCompiler
-from backends.hf.loader import load_model
-from backends.hf.scheduler import SchedulerConfig
 from backends.hf.sequence import Sequence
 from backends.tokenizing import Tokenizing
 from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
-from backends.validation import check_request_token_ids, check_sampling, fit_context
+from backends.validation import check_request_token_ids, check_sampling, check_token_ids, fit_context
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
 _UNSUPPORTED = (
@@ -38,6 +38,8 @@ class HFBackend(Backend):
         self._tokenizing: Tokenizing | None = None
         self.engine: AsyncEngine | None = None
         self.grammars: GrammarCompiler | None = None
+        self.kv_budget: kv_budget.KVBudget | None = None
+        self._context_note = ""
 
     @property
     def info(self) -> ModelInfo:
@@ -62,15 +64,15 @@ class HFBackend(Backend):
 
     async def start(self) -> None:
         def setup() -> EngineCore:  # runs on the engine's own thread: see backends/hf/engine.py
-            if self.config.num_threads:
-                torch.set_num_threads(self.config.num_threads)
-            self._loaded = loaded = load_model(self.config)
-            scheduler_config = SchedulerConfig(
-                max_num_seqs=self.config.max_num_seqs,
-                max_num_batched_tokens=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
-            )
-            return EngineCore(loaded.model, loaded.tokenizer, scheduler_config, loaded.max_model_len,
-                              loaded.eos_token_ids, loaded.pad_token_id)
+            built = build_core(self.config, self._name)
+            self._loaded, self.kv_budget = built.loaded, built.kv_budget
+            if built.context_limited_by_cache:
+                self._context_note = f" (all its KV cache holds: --kv-cache-memory {self.config.kv_cache_memory})"
+            core, loaded = built.core, built.loaded
+            pooling = pooling_for(self.config.model, self.config.embedding_pooling)
+            self.engine.embeddings.configure(Embedder(loaded.model, core.runner.fast_forward, pooling,
+                                                      loaded.pad_token_id), core.scheduler.config.max_num_batched_tokens)
+            return core
 
         self.engine = AsyncEngine(setup)
         await self.engine.start()
@@ -108,7 +110,17 @@ class HFBackend(Backend):
     def _checked_params(self, request: GenerateRequest, prompt_ids: list[int]) -> SamplingParams:
         """The request's sampling params with max_tokens resolved, or InvalidRequest."""
         check_sampling(request.sampling, _UNSUPPORTED, "hf")
-        return fit_context(request.sampling, len(prompt_ids), self._loaded.max_model_len)
+        params = fit_context(request.sampling, len(prompt_ids), self._loaded.max_model_len, self._context_note)
+        if params.use_beam_search:
+            # Beams decode in lockstep, so all of them must fit in the cache at once.
+            needed = params.beam_width * self.kv_budget.block_size * -(-(len(prompt_ids) + params.max_tokens)
+                                                                      // self.kv_budget.block_size)
+            if needed > self.kv_budget.num_tokens:
+                raise InvalidRequest(
+                    f"beam search with {params.beam_width} beams of up to {len(prompt_ids) + params.max_tokens} "
+                    f"tokens needs {needed} tokens of KV cache at once; the cache holds {self.kv_budget.num_tokens} "
+                    "(--kv-cache-memory). Reduce max_tokens or the number of beams.", param="max_tokens")
+        return params
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[OutputDelta]:
         if request.adapter is not None and request.adapter not in self._loaded.adapters:
@@ -132,13 +144,36 @@ class HFBackend(Backend):
             async for delta in best_of(stream, params.n, len(prompt_ids)):
                 yield delta
             return
-        completion_tokens, remaining = 0, params.n
+        completion_tokens, cached_tokens, remaining = 0, 0, params.n
         async for delta in stream:
             if delta.finish_reason is not None:
                 remaining -= 1
                 completion_tokens += delta.usage.completion_tokens
-                delta.usage = Usage(len(prompt_ids), completion_tokens) if remaining == 0 else None
+                cached_tokens = max(cached_tokens, delta.usage.cached_tokens or 0)
+                delta.usage = Usage(len(prompt_ids), completion_tokens, cached_tokens) if remaining == 0 else None
             yield delta
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        loaded = self._loaded
+        hidden = loaded.model.config.hidden_size
+        if request.dimensions is not None and not 1 <= request.dimensions <= hidden:
+            raise InvalidRequest(f"dimensions must be between 1 and this model's {hidden}, got {request.dimensions}",
+                                 param="dimensions")
+        inputs = []
+        for i, item in enumerate(request.inputs):
+            if isinstance(item, str):
+                ids = await self._tokenizing.encode(item, param="input")
+            else:
+                ids = check_token_ids(item, loaded.model.config.vocab_size, "input")
+            if not ids:
+                raise InvalidRequest(f"input[{i}] has no tokens: there is nothing to embed", param="input")
+            if len(ids) > loaded.max_model_len:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {loaded.max_model_len} tokens, however input[{i}] "
+                    f"has {len(ids)} tokens. Please reduce the length of the input.", param="input")
+            inputs.append(ids)
+        vectors = await self.engine.embed(inputs, request.dimensions)
+        return EmbeddingResult(vectors, sum(len(ids) for ids in inputs))
 
 
 def _for_choice(params: SamplingParams, index: int) -> SamplingParams:

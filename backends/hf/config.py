@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from backends.hf.kv_budget import parse_memory
+
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager")
 BASE_ADAPTER = "__base__"
@@ -22,7 +24,16 @@ class HFEngineConfig:
     max_model_len: int | None = None
     """Longest prompt + output in tokens; defaults to the model's max_position_embeddings."""
     max_num_seqs: int = 64
-    """Most sequences decoding at once; the KV cache reserves one max_model_len slot for each."""
+    """Most sequences decoding at once."""
+    kv_cache_memory: str | int | float | None = None
+    """The KV cache's memory: bytes ("4GiB", "512MiB", 2e9) or a fraction of the free memory (0.3); None:
+    enough for max_num_seqs x max_model_len tokens, capped at a quarter of free memory (CPU) or 80% (CUDA).
+    See backends/hf/kv_budget.py."""
+    block_size: int = 16
+    """Token positions per KV-cache block (the unit of allocation and of prefix caching)."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of earlier requests that began with the same tokens (exact: computed keys and
+    values depend only on the tokens before them, and on the LoRA adapter, which is part of the key)."""
     max_num_batched_tokens: int = 2048
     """Most tokens one step computes; longer prompts are prefilled in chunks."""
     attn_implementation: str = "sdpa"
@@ -35,6 +46,10 @@ class HFEngineConfig:
     """LoRA adapters served next to the base model: (name, adapter directory) pairs (a {name: directory}
     mapping is accepted too). A request whose `model` is an adapter's name runs with that adapter, in the
     same batches as everyone else."""
+    embedding_pooling: str | None = None
+    """How POST /v1/embeddings pools the final hidden states: `mean` over the input's tokens or the `last`
+    token's; None: what the model directory's sentence-transformers config (1_Pooling/config.json) says,
+    else `mean` (backends/hf/embedding.py says why)."""
     grammar_max_schema_bytes: int = 32 * 1024
     """Largest `response_format` JSON schema compiled, in bytes of its compact JSON; a bigger one is a 400.
     Compile cost grows faster than the schema (600 optional string properties, 20 KB: seconds)."""
@@ -69,8 +84,14 @@ class HFEngineConfig:
             raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {self.attn_implementation!r}")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        if self.embedding_pooling not in (None, "mean", "last"):
+            raise ValueError(f"embedding_pooling must be 'mean' or 'last', got {self.embedding_pooling!r}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.kv_cache_memory is not None:
+            parse_memory(self.kv_cache_memory)
+        if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or not 1 <= self.block_size <= 1024:
+            raise ValueError(f"block_size must be an integer in 1..1024, got {self.block_size!r}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         for name, low in (("grammar_max_schema_bytes", 2), ("grammar_max_schema_depth", 1),

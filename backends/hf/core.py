@@ -44,7 +44,7 @@ class EngineCore:
         self.max_model_len = max_model_len
         self.eos_token_ids = set(eos_token_ids)
         self.scheduler = Scheduler(scheduler_config)
-        self.runner = ModelRunner(model, scheduler_config.max_num_seqs, max_model_len, pad_token_id)
+        self.runner = ModelRunner(model, self.scheduler.blocks, pad_token_id)
         self.sampler = Sampler(eos_token_ids, ops=self.runner.ops)
         self.num_steps = 0
         self.last_step_tokens = 0
@@ -96,14 +96,17 @@ class EngineCore:
         (`take_failures`); the rest of the batch goes on. Only a forward that fails with every sequence,
         and then with a plain probe token too, escapes as `EngineBroken`."""
         batch = self.scheduler.schedule()
+        self._fail_unfittable()
         self.last_step_tokens = batch.total_tokens
         if not batch:
             return []
+        self.runner.copy_blocks(batch.block_copies)
         now = time.monotonic()
         for seq in batch.sequences:
             if seq.num_computed_tokens == 0:  # its first step: it has waited since arrival
                 self.queue_times.append(now - seq.arrival_time)
         ran = self._execute(batch.num_scheduled_tokens)
+        self.scheduler.computed([seq for seq in batch.sequences if not seq.is_finished])
         self.num_steps += 1
         for seq, chunk_logits in ran.prompt_logits.items():
             with self._guard(seq):
@@ -144,6 +147,15 @@ class EngineCore:
         self._failed_this_step.add(request_id)
         self.abort(request_id)
 
+    def _fail_unfittable(self) -> None:
+        blocks = self.scheduler.blocks
+        while self.scheduler.unfittable:
+            seq = self.scheduler.unfittable.pop()
+            if not seq.is_finished:
+                self._fail(seq.request_id, InvalidRequest(
+                    f"this request needs {len(seq.token_ids)} tokens of KV cache, more than the whole cache holds "
+                    f"({blocks.num_tokens} tokens: raise --kv-cache-memory)", param="max_tokens"))
+
     def _execute(self, scheduled: dict[Sequence, int]) -> RunnerOutput:
         """The batch's forward; if it raises, each sequence again on its own, to fail only those that
         fail alone (their KV writes are redone by the retry, since positions are rewritten)."""
@@ -170,11 +182,14 @@ class EngineCore:
         return RunnerOutput.merged(parts)
 
     def _forward_works(self) -> bool:
-        """Whether a forward of one plain token still runs, in a spare slot: when every sequence of a step
+        """Whether a forward of one plain token still runs, in a spare block: when every sequence of a step
         failed alone, this tells requests that each failed on their own from an engine that cannot run."""
-        if self.runner.num_slots_used >= self.runner.cache.num_slots:
-            return True  # no spare slot to probe with; the requests are the ones that failed
+        blocks = self.scheduler.blocks
         probe = Sequence("probe", [self.runner.pad_token_id], SamplingParams(max_tokens=1))
+        if not blocks.can_allocate(probe, 1):
+            return True  # no spare block to probe with; the requests are the ones that failed
+        blocks.allocate(probe, 1)
+        probe.num_computed_tokens = 0
         try:
             self.runner.execute({probe: 1})
             return True
@@ -182,7 +197,7 @@ class EngineCore:
             logger.exception("the engine cannot run a forward")
             return False
         finally:
-            self.runner.release(probe)
+            blocks.free(probe)
 
     def _sample(self, logits, seqs: list[Sequence]) -> list[tuple[Sequence, int, TokenLogprob | None]]:
         """The batch's next tokens and logprobs; if that raises, each row on its own (failing only those
@@ -206,7 +221,8 @@ class EngineCore:
 
     def _beam_step(self, group: BeamGroup) -> list[SequenceOutput]:
         """One lockstep of a beam group; when the search ends, its best beams are the request's choices."""
-        self.runner.fork(group.beams, group.step())
+        sources = group.step()
+        self.scheduler.blocks.fork(group.beams, [group.beams[i] for i in sources])
         if not group.done:
             return []
         first = group.beams[0]
@@ -216,7 +232,7 @@ class EngineCore:
             reason = FinishReason.STOP if hypothesis.ended_with_eos else FinishReason.LENGTH
             text = self.tokenizer.decode(output_ids, skip_special_tokens=first.sampling.skip_special_tokens)
             delta = OutputDelta(index=index, token_ids=output_ids, text=text, finish_reason=reason,
-                                usage=Usage(first.num_prompt_tokens, len(output_ids)),
+                                usage=Usage(first.num_prompt_tokens, len(output_ids), first.num_cached_tokens),
                                 cumulative_logprob=hypothesis.score)
             outputs.append(SequenceOutput(first, delta))
         for beam in group.beams:
@@ -255,7 +271,7 @@ class EngineCore:
             delta.finish_reason = reason
             if reason is FinishReason.STOP and not is_eos:
                 delta.stop_reason = token if is_stop_token else seq.detokenizer.matched_stop
-            delta.usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens)
+            delta.usage = Usage(seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_tokens)
             if logprob is not None:
                 delta.cumulative_logprob = seq.cumulative_logprob
             seq.finish(reason)
@@ -273,5 +289,4 @@ class EngineCore:
 
     def _free(self, seq: Sequence) -> None:
         self.scheduler.remove(seq)
-        self.runner.release(seq)
         self.sampler.release(seq)

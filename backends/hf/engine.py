@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 from backends.errors import EngineDead, RequestFailed, TurnoutError
 from backends.hf.core import EngineCore, SequenceOutput
+from backends.hf.embedding_queue import EmbeddingQueue
 from backends.hf.sequence import Sequence
 from backends.types import BackendStats, OutputDelta
 
@@ -43,6 +44,8 @@ class AsyncEngine:
         self._stopping = False
         self.error: BaseException | None = None
         self._ids = itertools.count()
+        self.embeddings = EmbeddingQueue()
+        """Embedding requests; the step loop runs one bounded batch of them between generation steps."""
 
     # Read by health checks and tests; plain ints, safe to read from any thread.
     @property
@@ -66,11 +69,14 @@ class AsyncEngine:
         return BackendStats(
             num_running=core.scheduler.num_running,
             num_waiting=core.scheduler.num_waiting + sum(len(seqs) for seqs in self._inbox),
-            kv_cache_usage=core.runner.num_slots_used / core.runner.cache.num_slots,
+            kv_cache_usage=core.scheduler.blocks.usage,
             # The step loop sleeps while idle, so the last step's count would otherwise linger.
             token_budget_usage=(core.last_step_tokens / core.scheduler.config.max_num_batched_tokens
                                 if core.has_work() else 0.0),
             queue_times=queue_times,
+            prefix_cache_queries=core.scheduler.blocks.stats.queries,
+            prefix_cache_hits=core.scheduler.blocks.stats.hits,
+            num_preemptions=core.scheduler.num_preemptions,
         )
 
     @property
@@ -128,6 +134,23 @@ class AsyncEngine:
             if unfinished:
                 self.abort(request_id)
 
+    async def embed(self, inputs: list[list[int]], dimensions: int | None) -> list[list[float]]:
+        """The inputs' normalised embeddings, computed on the engine thread in batches that alternate with
+        generation steps (embedding_queue.py); leaving early drops the inputs not yet started."""
+        if not self.alive:
+            raise EngineDead(f"engine is not running: {self.error!r}")
+        job = self.embeddings.submit(inputs, dimensions)
+        with self._wakeup:
+            self._wakeup.notify()
+        try:
+            return await job.future
+        except TurnoutError:
+            raise
+        except Exception as exc:
+            raise _request_error(exc) from exc
+        finally:
+            self.embeddings.cancel(job)
+
     def abort(self, request_id: str) -> None:
         with self._wakeup:
             self._aborts.append(request_id)
@@ -144,9 +167,11 @@ class AsyncEngine:
         try:
             while True:
                 with self._wakeup:
-                    while not (self._inbox or self._aborts or self.core.has_work() or self._stopping):
+                    while not (self._inbox or self._aborts or self.core.has_work() or self.embeddings.pending
+                               or self._stopping):
                         self._wakeup.wait()
                     if self._stopping:
+                        self.embeddings.fail_all(EngineDead("the engine was stopped"))
                         return
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
@@ -159,10 +184,12 @@ class AsyncEngine:
                 failures = self.core.take_failures()
                 if outputs or failures:
                     self._loop.call_soon_threadsafe(self._dispatch, outputs, failures)
+                self.embeddings.run_batch()  # one bounded batch, then generation's next step
         except BaseException as exc:  # the engine is dead: fail every waiting request, loudly
             logger.exception("engine step loop crashed")
             self.error = exc
             self._loop.call_soon_threadsafe(self._fail_all, f"engine failed: {exc!r}")
+            self.embeddings.fail_all(EngineDead(f"engine failed: {exc!r}"))
 
     def _dispatch(self, outputs: list[SequenceOutput], failures: list[tuple[str, Exception]]) -> None:
         for out in outputs:

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from backends.hf import packed_linear
-from backends.hf.kv_cache import SlotKVCache
+from backends.hf.kv_cache import PagedKVCache
 from backends.hf.ops import choose_ops
+from backends.hf.step_inputs import StepInputs
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 
@@ -133,50 +134,74 @@ class FastLlamaForward:
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
-    def __call__(self, input_ids, positions, mask, cache: SlotKVCache, last_only: bool) -> torch.Tensor:
+    def forward(self, step: StepInputs, cache: PagedKVCache) -> torch.Tensor:
+        """Logits [rows, vocab] of the step's tokens named by `step.logit_rows` (every token's when None).
+        All T tokens of the step go through each projection together, unpadded; attention alone goes per
+        sequence shape (`_attention`)."""
         ops = self.ops
+        tokens = step.input_ids.shape[0]
+        q_heads, kv_heads = self.num_heads, self.num_kv_heads
+        hidden = F.embedding(step.input_ids, self.embed)
+        cos, sin = self._rope_tables(step.positions.view(tokens, 1), hidden.dtype)
+        x = self._rms_norm(self.layers[0].input_layernorm, hidden)
+        for index, layer in enumerate(self.layers):
+            qkv = self.qkv[index](x).view(tokens, 1, q_heads + 2 * kv_heads, self.head_dim)
+            keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
+            q = ops.rope_and_cache_write(qkv, cos, sin, keys, values, step.write_blocks, step.write_offsets,
+                                         q_heads).view(tokens, q_heads, self.head_dim)
+            out = self._attention(q, keys, values, step)
+            x = self._add_rms_norm(layer.post_attention_layernorm, hidden, self.o_proj[index](out.view(tokens, -1)))
+            mlp = self.down_proj[index](ops.silu_mul(self.gate_up[index](x)))
+            x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
+        return self.lm_head(x if step.logit_rows is None else x[step.logit_rows])
+
+    def _attention(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, step: StepInputs) -> torch.Tensor:
+        """q [T, q_heads, D] of the step's tokens over the paged cache (this layer's keys and values, the new
+        tokens' already written): decode rows in one call through their block tables; each group of prompt
+        chunks of one shape in one batched SDPA call over keys gathered from its blocks (causal, or with the
+        group's mask when part of it was computed before: a cached prefix or an earlier chunk)."""
+        decode = step.num_decode
+        if not step.prefill_groups:
+            return self.ops.paged_decode_attention(q, keys, values, step.decode_block_tables, step.decode_lengths,
+                                                   self.scaling)
+        out = torch.empty_like(q)
+        if decode:
+            out[:decode] = self.ops.paged_decode_attention(q[:decode], keys, values, step.decode_block_tables,
+                                                           step.decode_lengths, self.scaling)
+        flat_keys = keys.view(-1, *keys.shape[2:])
+        flat_values = values.view(-1, *values.shape[2:])
+        for group in step.prefill_groups:
+            group_q = q[group.start:group.stop].view(group.num_seqs, group.count, self.num_heads, self.head_dim)
+            k = flat_keys[group.read_index].transpose(1, 2)
+            v = flat_values[group.read_index].transpose(1, 2)
+            attended = F.scaled_dot_product_attention(group_q.transpose(1, 2), k, v, attn_mask=group.mask,
+                                                      is_causal=group.mask is None, scale=self.scaling,
+                                                      enable_gqa=self.gqa)
+            out[group.start:group.stop] = attended.transpose(1, 2).reshape(-1, self.num_heads, self.head_dim)
+        return out
+
+    # -- embeddings (backends/hf/embedding.py) ------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [batch, width, hidden] (after the final norm, as transformers' base model's
+        last_hidden_state) of whole inputs, without any KV cache: the same arithmetic as `forward`, with RoPE
+        as TorchOps computes it and causal attention over each row. Rows are padded on the right, so a real
+        token attends only to the real tokens before it and needs no padding mask (the pads' states are
+        garbage the caller does not read)."""
         hidden = F.embedding(input_ids, self.embed)
         cos, sin = self._rope_tables(positions, hidden.dtype)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [batch, width, 1, head_dim]: the same for every head
         batch, width = input_ids.shape
-        q_heads, kv_heads = self.num_heads, self.num_kv_heads
+        q_heads, kv_heads, half = self.num_heads, self.num_kv_heads, self.head_dim // 2
         x = self._rms_norm(self.layers[0].input_layernorm, hidden)
         for index, layer in enumerate(self.layers):
             qkv = self.qkv[index](x).view(batch, width, q_heads + 2 * kv_heads, self.head_dim)
-            keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
-            q = ops.rope_and_cache_write(qkv, cos, sin, keys, values, cache.write_slots, cache.write_positions,
-                                         q_heads).transpose(1, 2)
-            k, v = cache.read(index)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.gqa)
+            qk = qkv[:, :, : q_heads + kv_heads]
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            q, k = qk[:, :, :q_heads].transpose(1, 2), qk[:, :, q_heads:].transpose(1, 2)
+            v = qkv[:, :, q_heads + kv_heads :].transpose(1, 2)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=self.gqa)
             out = out.transpose(1, 2).reshape(batch, width, -1)
             x = self._add_rms_norm(layer.post_attention_layernorm, hidden, self.o_proj[index](out))
-            mlp = self.down_proj[index](ops.silu_mul(self.gate_up[index](x)))
+            mlp = self.down_proj[index](self.ops.silu_mul(self.gate_up[index](x)))
             x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
-        return self.lm_head(x[:, -1:, :] if last_only else x)
-
-    def decode(self, input_ids, positions, cache: SlotKVCache) -> torch.Tensor:
-        """One new token per row ([batch, 1] ids and positions, on the CPU), rows in the consecutive slots
-        `cache.rows` (the runner's decode batch): the same arithmetic as `__call__` with attention that reads
-        each row's length, so it needs no attention mask and no write positions (rope_and_cache_write writes
-        each row's new key and value at its position). The runner sends decode steps here only on the
-        kernels (`ModelRunner.mask_free_decode` says why); with PyTorch ops it computes the same."""
-        ops = self.ops
-        batch = input_ids.shape[0]
-        q_heads, kv_heads = self.num_heads, self.num_kv_heads
-        hidden = F.embedding(input_ids, self.embed)
-        cos, sin = self._rope_tables(positions, hidden.dtype)
-        positions = positions.contiguous()
-        lengths = positions[:, 0] + 1  # a row's query is at its newest position: it attends to 0..that one
-        rows, kv_len = cache.rows, cache.kv_len
-        slots = torch.arange(rows.start, rows.stop)
-        x = self._rms_norm(self.layers[0].input_layernorm, hidden)
-        for index, layer in enumerate(self.layers):
-            qkv = self.qkv[index](x).view(batch, 1, q_heads + 2 * kv_heads, self.head_dim)
-            keys, values = cache.layer(index, like=qkv[:, :, :kv_heads].transpose(1, 2))
-            q = ops.rope_and_cache_write(qkv, cos, sin, keys, values, slots, positions, q_heads)
-            q = q.view(batch, q_heads, self.head_dim)
-            out = ops.decode_attention(q, keys[rows, :kv_len], values[rows, :kv_len], lengths, self.scaling)
-            attended = self.o_proj[index](out.view(batch, 1, -1))
-            x = self._add_rms_norm(layer.post_attention_layernorm, hidden, attended)
-            mlp = self.down_proj[index](ops.silu_mul(self.gate_up[index](x)))
-            x = self._add_rms_norm(self._next_norm(index), hidden, mlp)
-        return self.lm_head(x)
+        return x

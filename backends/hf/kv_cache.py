@@ -1,12 +1,16 @@
-"""A slot-addressed KV cache that plugs into any `transformers` model through the `Cache` API.
+"""A paged KV cache: a pool of fixed-size blocks per layer, read and written through block tables.
 
-Each running sequence owns one slot (a row of every layer's key and value tensors) for its whole life.
-A forward pass writes each new token's key/value at (its slot, its position) and attends over its own
-slot only, so sequences join and leave the batch between steps without touching anyone else's cache:
-nothing is recomputed, padded or shifted. Slots are kept compact (sequences 0..n-1) so the decode batch
-reads a plain slice of the cache rather than a gathered copy.
+Each layer's keys and values are one tensor [num_blocks + 1, block_size, kv_heads, head_dim]: block b
+holds block_size consecutive positions of whichever sequence's block table names b (`block_manager`
+decides that; this module only stores). The extra last block is scratch: tokens that only pad a batch
+write there, and no real query ever attends to it.
 
-Tokens that only pad a batch write to a spare column (`max_len`) that no real query ever attends to.
+Two ways in:
+- the lean forward (`fast_llama`) takes each layer's tensors (`layer`) and writes and reads them itself,
+  through the step's flat token -> (block, offset) map and each sequence's block table;
+- any other `transformers` model runs its own forward with this object as its `Cache`: `prepare_padded`
+  declares a padded batch's write and read indices (flat positions in the block pool), `update` writes the
+  new keys and values there and returns each row's past keys and values gathered in position order.
 """
 
 from __future__ import annotations
@@ -15,101 +19,71 @@ import torch
 from transformers.cache_utils import Cache
 
 
-class SlotKVCache(Cache):
-    def __init__(self, num_slots: int, max_len: int, num_layers: int):
+class PagedKVCache(Cache):
+    def __init__(self, num_blocks: int, block_size: int, num_layers: int):
         super().__init__(layers=[])
-        self.num_slots = num_slots
-        self.max_len = max_len
+        self.num_blocks = num_blocks
+        self.block_size = block_size
         self.num_layers = num_layers
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        # Set by `prepare` before each forward.
-        self._rows: slice | torch.Tensor = slice(0, 0)
-        self._write_slots: torch.Tensor | None = None
-        self._write_rows: torch.Tensor | None = None
-        self._write_cols: torch.Tensor | None = None
+        # Set by `prepare_padded` before a transformers forward.
+        self._write_index: torch.Tensor | None = None
+        self._read_index: torch.Tensor | None = None
         self._kv_len = 0
 
     @property
-    def spare_column(self) -> int:
-        return self.max_len
-
-    def prepare(self, slots: list[int], write_positions: torch.Tensor, kv_len: int) -> None:
-        """Declare the next forward: batch row i is slot `slots[i]`; its tokens go to `write_positions[i]`
-        (shape [batch, tokens]); attention reads the first `kv_len` columns."""
-        first = slots[0]
-        if slots == list(range(first, first + len(slots))):
-            self._rows = slice(first, first + len(slots))
-        else:
-            self._rows = torch.tensor(slots, dtype=torch.long, device=write_positions.device)
-        self._write_slots = torch.tensor(slots, dtype=torch.long, device=write_positions.device)
-        self._write_rows = self._write_slots.unsqueeze(1)
-        self._write_cols = write_positions
-        self._kv_len = kv_len
-
-    def prepare_decode(self, rows: slice, kv_len: int) -> None:
-        """Declare a decode step on kernels that write the new keys and values themselves (`layer`): batch row
-        i is slot rows.start + i; attention reads the first `kv_len` columns. `update` is then unavailable."""
-        self._rows = rows
-        self._write_slots = self._write_rows = self._write_cols = None
-        self._kv_len = kv_len
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        if self._write_cols is None:
-            raise RuntimeError("the cache was prepared for a kernel decode step (prepare_decode); "
-                               "update() needs prepare() and its write positions")
-        keys, values = self.layer(layer_idx, like=key_states)
-        # Stored [slot, position, head, head_dim]: a batch's keys are then a strided view the attention
-        # kernel reads in place (with heads second, CPU sdpa copied them to contiguous memory every call).
-        keys[self._write_rows, self._write_cols] = key_states.transpose(1, 2)
-        values[self._write_rows, self._write_cols] = value_states.transpose(1, 2)
-        return self.read(layer_idx)
-
-    def read(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The prepared batch's keys and values of one layer, [batch, heads, kv_len, head_dim] views."""
-        return (self.keys[layer_idx][self._rows, : self._kv_len].transpose(1, 2),
-                self.values[layer_idx][self._rows, : self._kv_len].transpose(1, 2))
+    def scratch_block(self) -> int:
+        return self.num_blocks
 
     @property
-    def write_slots(self) -> torch.Tensor | None:
-        """[batch] the slot of each row of the prepared forward (None after `prepare_decode`)."""
-        return self._write_slots
-
-    @property
-    def write_positions(self) -> torch.Tensor | None:
-        """[batch, width] where each new token's key and value go (None after `prepare_decode`)."""
-        return self._write_cols
+    def scratch_position(self) -> int:
+        """A flat position in the scratch block, where pad tokens write."""
+        return self.num_blocks * self.block_size
 
     def layer(self, layer_idx: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's whole key and value tensors, [slot, position, head, head_dim], for kernels that write
-        and read them in place; allocated on first use like `update` does (`like`: [batch, heads, tokens,
-        head_dim])."""
+        """This layer's whole key and value tensors, [num_blocks + 1, block_size, kv_heads, head_dim];
+        allocated on first use with the heads, size, dtype and device of `like` ([..., kv_heads, tokens,
+        head_dim] as a transformers attention layer hands its keys over)."""
         if layer_idx == len(self.keys):
-            self._allocate(like)
+            *_, num_heads, _, head_dim = like.shape
+            shape = (self.num_blocks + 1, self.block_size, num_heads, head_dim)
+            # Uninitialized: a block's memory becomes resident only once written, so the process grows with
+            # the tokens held, not the budget. Nothing reads a cell before it is written, except the scratch
+            # block, which pads write and padded rows read past their length (masked, but 0 * NaN is NaN).
+            for tensors in (self.keys, self.values):
+                tensor = torch.empty(shape, dtype=like.dtype, device=like.device)
+                tensor[self.scratch_block].zero_()
+                tensors.append(tensor)
         return self.keys[layer_idx], self.values[layer_idx]
 
-    @property
-    def rows(self) -> slice | torch.Tensor:
-        """The slots of the prepared forward's batch rows: a slice when they are consecutive."""
-        return self._rows
-
-    @property
-    def kv_len(self) -> int:
-        return self._kv_len
-
-    def _allocate(self, like: torch.Tensor) -> None:
-        _, num_heads, _, head_dim = like.shape
-        shape = (self.num_slots, self.max_len + 1, num_heads, head_dim)
-        self.keys.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
-        self.values.append(torch.zeros(shape, dtype=like.dtype, device=like.device))
-
-    def copy_slots(self, dst: list[int], src: list[int], length: int | None = None) -> None:
-        """Slot dst[i] takes the contents slot src[i] had before the call: its first `length` positions,
-        or all of them."""
-        dst_index, src_index = torch.tensor(dst), torch.tensor(src)
-        columns = slice(0, length)
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Each (source, copy) pair: block `copy` takes the contents of block `source` in every layer."""
+        if not pairs or not self.keys:
+            return
+        device = self.keys[0].device
+        sources = torch.tensor([s for s, _ in pairs], device=device)
+        copies = torch.tensor([c for _, c in pairs], device=device)
         for tensor in (*self.keys, *self.values):
-            tensor[dst_index, columns] = tensor[src_index, columns]
+            tensor[copies] = tensor[sources]
+
+    # -- the transformers forward's Cache ----------------------------------------------------------------
+    def prepare_padded(self, write_index: torch.Tensor, read_index: torch.Tensor) -> None:
+        """Declare the next transformers forward: row b's new token w goes to flat position write_index[b, w]
+        ([batch, width]); attention reads flat positions read_index[b, :] ([batch, kv_len]) as positions
+        0..kv_len-1 of row b (past its length, anything: the mask hides them)."""
+        self._write_index = write_index
+        self._read_index = read_index
+        self._kv_len = read_index.shape[1]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self._write_index is None:
+            raise RuntimeError("the paged cache serves a transformers forward only after prepare_padded()")
+        keys, values = self.layer(layer_idx, like=key_states)
+        flat_keys, flat_values = keys.view(-1, *keys.shape[2:]), values.view(-1, *values.shape[2:])
+        flat_keys[self._write_index] = key_states.transpose(1, 2)
+        flat_values[self._write_index] = value_states.transpose(1, 2)
+        return flat_keys[self._read_index].transpose(1, 2), flat_values[self._read_index].transpose(1, 2)
 
     # The parts of the Cache interface that model code may query.
     def get_seq_length(self, layer_idx: int = 0) -> int:

@@ -1,11 +1,14 @@
 """The engine's hot ops, one interface with two implementations chosen once when a model loads.
 
 `TorchOps` computes each op with PyTorch ops on any device and dtype; `KernelOps` computes the same on the
-C++ CPU kernels of `cpu_kernels` (float32), which are one pass where PyTorch takes several ops (see
-`cpu_kernels` for what each saves). `choose_ops` picks the kernels for float32 weights on the CPU where
-they could be built, PyTorch otherwise; the lean forward and the sampler then call through what it
-chose, with no per-op check. TorchOps' docstrings are the contract: the two agree to float rounding
-(~1e-6), and tests/unit/test_cpu_kernels.py checks every op of both against the same references.
+C++ CPU kernels of `cpu_kernels` (float32 and bfloat16), which are one pass where PyTorch takes several ops
+(see `cpu_kernels` for what each saves and what it measured). `choose_ops` picks the kernels for float32 and
+bfloat16 weights on the CPU where they could be built, PyTorch otherwise (float16, any other device); the
+lean forward and the sampler then call through what it chose, with no per-op check. TorchOps' docstrings are
+the contract: in float32 the two agree to float rounding (~1e-6); in bfloat16 the kernels round each output
+once (within half a bf16 ulp of the exact value) where torch rounds after each op (up to ~2^-7 of the output's
+scale), so they differ by bf16 rounding. tests/unit/test_cpu_kernels.py checks every op of both against the
+same references.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from backends.hf import cpu_kernels
 
 
 class TorchOps:
-    """Each op as PyTorch ops: what the kernels must match, and the engine's ops off CPU float32 or where
-    the kernels could not be built."""
+    """Each op as PyTorch ops: what the kernels must match, and the engine's ops off CPU float32 and bfloat16
+    or where the kernels could not be built."""
 
     @staticmethod
     def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -69,6 +72,27 @@ class TorchOps:
         return out.squeeze(2)
 
     @staticmethod
+    def paged_decode_attention(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                               block_tables: torch.Tensor, lengths: torch.Tensor, scale: float) -> torch.Tensor:
+        """decode_attention over a paged cache: key_cache, value_cache [num_blocks, block_size, kv_heads, D];
+        row b's position p is in block block_tables[b, p // block_size] (int32 [B, max_blocks]) at offset
+        p % block_size, and row b attends to its first lengths[b] positions. Entries of a row's table past
+        its length are never read (they may be anything, e.g. -1). Gathers each row's blocks into a
+        contiguous [B, L, kv_heads, D] and calls decode_attention: the reference, and the ops off the CPU."""
+        batch, block_size = q.shape[0], key_cache.shape[1]
+        blocks = -(-int(lengths.max()) // block_size)  # the most blocks any row reads
+        used = torch.arange(blocks, device=lengths.device) * block_size < lengths.view(batch, 1)
+        ids = torch.where(used, block_tables[:, :blocks].long(), 0).flatten()  # unused entries: any valid block
+        shape = (batch, blocks * block_size, *key_cache.shape[2:])
+        keys = key_cache.index_select(0, ids).view(shape)
+        values = value_cache.index_select(0, ids).view(shape)
+        # A block's cells past its row's length were never written (a fresh pool is torch.empty: NaN is
+        # possible): masked scores get zero weight, but 0 * NaN is NaN, so those values become 0 in the copy.
+        past = torch.arange(shape[1], device=lengths.device) >= lengths.view(batch, 1)
+        values.masked_fill_(past.view(batch, shape[1], 1, 1), 0)
+        return TorchOps.decode_attention(q, keys, values, lengths, scale)
+
+    @staticmethod
     def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
         """Each row's index of its largest value, as torch.argmax(logits, -1) picks it (the first maximum,
         the first NaN of a row with one): greedy sampling."""
@@ -76,7 +100,7 @@ class TorchOps:
 
 
 class KernelOps:
-    """The same ops on the C++ kernels (float32, CPU). The forward's ops are the extension's functions
+    """The same ops on the C++ kernels (float32 and bfloat16, CPU; argmax_rows float32). The forward's ops are the extension's functions
     themselves, so a call costs no Python frame."""
 
     def __init__(self, kernels):
@@ -85,6 +109,7 @@ class KernelOps:
         self.silu_mul = kernels.silu_mul
         self.rope_and_cache_write = kernels.rope_and_cache_write
         self.decode_attention = kernels.decode_attention
+        self.paged_decode_attention = kernels.paged_decode_attention
         self._argmax_kernel = kernels.argmax_rows
 
     def argmax_rows(self, logits: torch.Tensor) -> torch.Tensor:
@@ -100,9 +125,10 @@ Ops = TorchOps | KernelOps
 
 
 def choose_ops(device: torch.device, dtype: torch.dtype) -> Ops:
-    """The ops for tensors on `device` in `dtype`: the C++ kernels for float32 on the CPU where they could
-    be built (`cpu_kernels.load` logs why not), else PyTorch's."""
-    if device.type == "cpu" and dtype == torch.float32:
+    """The ops for tensors on `device` in `dtype`: the C++ kernels for float32 and bfloat16 on the CPU where
+    they could be built (`cpu_kernels.load` logs why not), else PyTorch's (float16, float64, any other
+    device)."""
+    if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16):
         kernels = cpu_kernels.load()
         if kernels is not None:
             return KernelOps(kernels)

@@ -1,9 +1,12 @@
-"""The model forward over a scheduled batch, on top of the slot KV cache.
+"""The model forward over a scheduled batch, on the paged KV cache.
 
-A step's sequences split into two groups, each one forward: those decoding one token, and those
-computing a chunk of prompt. Mixing them would pad every decode row to the longest prompt chunk.
-Rows of the prompt group are left-padded so that every row's last real token is the last column,
-which lets the model compute logits for that column only.
+On the lean forward (Llama-family models, `fast_llama`) a step is one forward over all its tokens laid
+out flat (`step_inputs`): decode rows and prompt chunks together, nothing padded. Any other model (or a
+model serving LoRA adapters, whose peft forward applies each row's adapter) runs transformers' own
+forward, in two padded groups per step: the rows decoding one token, and the prompt chunks (mixing them
+would pad every decode row to the longest chunk). Prompt rows are left-padded so that every row's last
+real token is the last column, and the cache (`PagedKVCache.update`) writes each row's new keys and
+values to its blocks and hands attention its past gathered in position order.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from dataclasses import dataclass, field
 import torch
 
 from backends.hf import fast_llama
+from backends.hf.block_manager import BlockManager
 from backends.hf.config import BASE_ADAPTER
-from backends.hf.kv_cache import SlotKVCache
-from backends.hf.ops import KernelOps, TorchOps
+from backends.hf.kv_cache import PagedKVCache
+from backends.hf.ops import TorchOps
 from backends.hf.sequence import Sequence
+from backends.hf.step_inputs import build_step
 
 
 @dataclass
@@ -46,11 +51,11 @@ def _wants_prompt_logprobs(seq: Sequence) -> bool:
 
 
 class ModelRunner:
-    def __init__(self, model, num_slots: int, max_len: int, pad_token_id: int):
+    def __init__(self, model, blocks: BlockManager, pad_token_id: int):
         self.model = model
-        self.max_len = max_len
+        self.blocks = blocks
         self.pad_token_id = pad_token_id
-        self.cache = SlotKVCache(num_slots, max_len, model.config.num_hidden_layers)
+        self.cache = PagedKVCache(blocks.num_blocks, blocks.block_size, model.config.num_hidden_layers)
         self._bool_mask = model.config._attn_implementation in ("sdpa", "flex_attention")
         # Looked up once: `model.device` walks every parameter on each access.
         self.device, self.dtype = model.device, model.dtype
@@ -62,72 +67,22 @@ class ModelRunner:
         self.ops = self.fast_forward.ops if self.fast_forward is not None else TorchOps()
         """The ops the lean forward chose at load (PyTorch's for the transformers forward); the sampler's
         greedy argmax runs on them too."""
-        # Decode steps skip the general forward's attention mask and write indices (~0.2 ms of a ~4 ms step
-        # at batch 32 went to building them) only on the C++ kernels, whose decode attention reads each
-        # row's length instead. PyTorch's attention needs the mask anyway (its decode_attention would build
-        # one a layer rather than one a step), and `decode` makes its index tensors on the CPU: the general
-        # forward serves every other model, device and dtype.
-        self.mask_free_decode = isinstance(self.ops, KernelOps)
         # Forwards whose rows used more than one adapter (or an adapter and the base); tests read it.
         self.num_mixed_adapter_forwards = 0
-        self._slot_of: dict[Sequence, int] = {}
-        self._slot_owner: list[Sequence | None] = []  # None: a hole left by a released sequence
 
-    # Slots: a sequence takes the next free slot on its first forward and gives it back when it leaves.
-    # Before each forward the highest slots' owners move down into the holes, so that slots 0..n-1 are in
-    # use and a decode batch reads a plain slice of the cache. Moving then rather than at each release
-    # means sequences that leave together from the top move nobody (a batch that finishes in one step),
-    # and one copy of only the computed positions serves all the moves.
-    def _slot(self, seq: Sequence) -> int:
-        slot = self._slot_of.get(seq)
-        if slot is None:
-            slot = len(self._slot_owner)
-            if slot >= self.cache.num_slots:
-                raise RuntimeError(f"no free KV slot (all {self.cache.num_slots} in use)")
-            self._slot_of[seq] = slot
-            self._slot_owner.append(seq)
-        return slot
-
-    def release(self, seq: Sequence) -> None:
-        slot = self._slot_of.pop(seq, None)
-        if slot is not None:
-            self._slot_owner[slot] = None
-
-    def _compact(self) -> None:
-        owners = self._slot_owner
-        moves: list[tuple[int, int]] = []  # (hole, the slot whose owner moves into it)
-        length = 0
-        for hole in range(len(owners)):
-            while owners and owners[-1] is None:
-                owners.pop()
-            if hole >= len(owners):
-                break
-            if owners[hole] is None:
-                seq = owners.pop()
-                moves.append((hole, len(owners)))
-                length = max(length, seq.num_computed_tokens)
-                owners[hole] = seq
-                self._slot_of[seq] = hole
-        if moves:
-            self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves], length)
-
-    @torch.inference_mode()
-    def fork(self, seqs: list[Sequence], sources: list[int]) -> None:
-        """seqs[i] continues seqs[sources[i]]: give it that sequence's KV cache."""
-        slots = [self._slot_of[s] for s in seqs]
-        moves = [(slots[i], slots[j]) for i, j in enumerate(sources) if i != j]
-        if moves:
-            self.cache.copy_slots([d for d, _ in moves], [s for _, s in moves])
-
-    @property
-    def num_slots_used(self) -> int:
-        return len(self._slot_of)
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy shared blocks that the step writes into (the scheduler's `block_copies`) first."""
+        if pairs:
+            with torch.inference_mode():
+                self.cache.copy_blocks(pairs)
 
     @torch.inference_mode()
     def execute(self, num_scheduled_tokens: dict[Sequence, int]) -> RunnerOutput:
         """Run the scheduled tokens; return the sequences whose next token is due with their logits, and
-        the logits of every computed prompt position for sequences that asked for prompt logprobs."""
-        self._compact()
+        the logits of every computed prompt position for sequences that asked for prompt logprobs. Each
+        sequence must hold blocks for its tokens (`BlockManager.prepare_write`)."""
+        if self.fast_forward is not None:
+            return self._execute_flat(num_scheduled_tokens)
         decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
         prompt = [s for s, n in num_scheduled_tokens.items() if n > 1]
         output = RunnerOutput()
@@ -135,10 +90,9 @@ class ModelRunner:
         for group in (decode, prompt):
             if not group:
                 continue
-            group.sort(key=self._slot)
             counts = [num_scheduled_tokens[s] for s in group]
             wants_prompt = {s for s in group if _wants_prompt_logprobs(s)}
-            group_logits = self._forward(group, counts, every_position=bool(wants_prompt))
+            group_logits = self._padded_forward(group, counts, every_position=bool(wants_prompt))
             due_rows = []
             for row, (seq, count) in enumerate(zip(group, counts, strict=True)):
                 if seq in wants_prompt:
@@ -155,26 +109,51 @@ class ModelRunner:
             output.logits = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return output
 
-    def _forward(self, seqs: list[Sequence], counts: list[int], every_position: bool = False) -> torch.Tensor:
-        """Logits [batch, vocab] of each row's last token, or [batch, width, vocab] with every_position."""
+    def _execute_flat(self, num_scheduled_tokens: dict[Sequence, int]) -> RunnerOutput:
+        decode = [s for s, n in num_scheduled_tokens.items() if n == 1]
+        prefill = [(s, n) for s, n in num_scheduled_tokens.items() if n > 1]
+        logits_of = {}
+        for seq, count in num_scheduled_tokens.items():
+            if _wants_prompt_logprobs(seq):
+                logits_of[seq] = "all"
+            elif seq.num_computed_tokens + count == len(seq.token_ids):
+                logits_of[seq] = "last"
+        tables = {seq: self.blocks.block_table(seq) for seq in num_scheduled_tokens}
+        step, wanted = build_step(decode, prefill, tables, self.blocks.block_size, logits_of)
+        logits = _for_sampling(self.fast_forward.forward(step.to(self.device), self.cache))
+        for seq, count in num_scheduled_tokens.items():
+            seq.num_computed_tokens += count
+        output = RunnerOutput()
+        due_rows, row = [], 0
+        for seq, rows in wanted:
+            if logits_of[seq] == "all":
+                output.prompt_logits[seq] = logits[row:row + rows]
+            if seq.num_computed_tokens == len(seq.token_ids):
+                output.due.append(seq)
+                due_rows.append(row + rows - 1)
+            row += rows
+        if due_rows:
+            output.logits = logits if len(due_rows) == logits.shape[0] else logits[due_rows]
+        return output
+
+    def _padded_forward(self, seqs: list[Sequence], counts: list[int], every_position: bool = False) -> torch.Tensor:
+        """transformers' forward over left-padded rows: logits [batch, vocab] of each row's last token, or
+        [batch, width, vocab] with every_position."""
         width = max(counts)
-        if width == 1 and not every_position and self.mask_free_decode:
-            logits = self._decode_without_mask(seqs)
-            if logits is not None:
-                return logits
-        spare = self.cache.spare_column
-        ids_rows, position_rows, write_rows = [], [], []
+        block_size, scratch = self.blocks.block_size, self.cache.scratch_position
+        kv_len = max(seq.num_computed_tokens + count for seq, count in zip(seqs, counts, strict=True))
+        ids_rows, position_rows, write_rows, read_rows = [], [], [], []
         for seq, count in zip(seqs, counts, strict=True):
             start, pad = seq.num_computed_tokens, width - count
-            span = list(range(start, start + count))
+            table = self.blocks.block_table(seq)
+            flat = [table[p // block_size] * block_size + p % block_size for p in range(start + count)]
             ids_rows.append([self.pad_token_id] * pad + seq.token_ids[start : start + count])
-            position_rows.append([0] * pad + span)
-            write_rows.append([spare] * pad + span)
+            position_rows.append([0] * pad + list(range(start, start + count)))
+            write_rows.append([scratch] * pad + flat[start:])
+            read_rows.append(flat + [scratch] * (kv_len - len(flat)))
         input_ids = torch.tensor(ids_rows)
         positions = torch.tensor(position_rows)
-        write_positions = torch.tensor(write_rows)
-        kv_len = max(seq.num_computed_tokens + count for seq, count in zip(seqs, counts, strict=True))
-        # Query at position p attends keys 0..p of its own slot; pad queries see key 0 only (never NaN).
+        # Query at position p attends keys 0..p of its own sequence; pad queries see key 0 only (never NaN).
         allowed = torch.arange(kv_len).view(1, 1, 1, kv_len) <= positions.view(len(seqs), 1, width, 1)
         if self._bool_mask:
             mask = allowed
@@ -182,13 +161,11 @@ class ModelRunner:
             dtype = self.dtype
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         device = self.device
+        write_index, read_index = torch.tensor(write_rows), torch.tensor(read_rows)
         if device.type != "cpu":
             input_ids, positions, mask = input_ids.to(device), positions.to(device), mask.to(device)
-            write_positions = write_positions.to(device)
-        self.cache.prepare([self._slot_of[s] for s in seqs], write_positions, kv_len)
-        if self.fast_forward is not None:
-            logits = self.fast_forward(input_ids, positions, mask, self.cache, last_only=not every_position)
-            return _for_sampling(logits if every_position else logits[:, -1, :])
+            write_index, read_index = write_index.to(device), read_index.to(device)
+        self.cache.prepare_padded(write_index, read_index)
         adapter_args = {}
         if self.serves_adapters:
             names = [seq.adapter or BASE_ADAPTER for seq in seqs]
@@ -204,19 +181,6 @@ class ModelRunner:
             **adapter_args,
         )
         return _for_sampling(out.logits if every_position else out.logits[:, -1, :])
-
-    def _decode_without_mask(self, seqs: list[Sequence]) -> torch.Tensor | None:
-        """A decode step on the lean forward's `decode`, which needs only each row's token and position (no
-        mask, no write indices); None when the rows' slots are not consecutive (a chunked prefill holds one
-        between them)."""
-        first, last = self._slot_of[seqs[0]], self._slot_of[seqs[-1]]  # rows are sorted by slot
-        if last - first != len(seqs) - 1:
-            return None
-        positions = [seq.num_computed_tokens for seq in seqs]
-        input_ids = torch.tensor([seq.token_ids[p] for seq, p in zip(seqs, positions, strict=True)])
-        self.cache.prepare_decode(slice(first, last + 1), kv_len=max(positions) + 1)
-        logits = self.fast_forward.decode(input_ids.unsqueeze(1), torch.tensor(positions).unsqueeze(1), self.cache)
-        return logits[:, -1]
 
 
 def _for_sampling(logits: torch.Tensor) -> torch.Tensor:

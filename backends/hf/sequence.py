@@ -29,6 +29,10 @@ class Sequence:
     """Which choice of its request this sequence is (for n > 1)."""
     token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    num_cached_tokens: int = 0
+    """Of its prompt's tokens at its first admission, how many the prefix cache held (not computed)."""
+    num_preemptions: int = 0
+    """Times it gave its KV-cache blocks back to make room, to be recomputed."""
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     arrival_time: float = field(default_factory=time.monotonic)

@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backends.base import Backend
-from backends.errors import Unavailable, UpstreamError
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
+from backends.errors import InvalidRequest, Unavailable, UpstreamError
 from backends.openai.config import OpenAIUpstreamConfig
 from backends.openai.http1 import ConnectionPool, HTTPClientError
 from backends.openai.wire import deltas, json_or_text, request_body, sse_data, upstream_error
@@ -114,3 +115,37 @@ class OpenAIUpstreamBackend(Backend):
                 await r.read()  # the rest ([DONE]), so the connection goes back to the pool
         except (HTTPClientError, TimeoutError) as exc:
             raise UpstreamError(f"upstream {self.config.url}: {exc}") from exc
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Passed through to the upstream's POST /embeddings (as floats: the front end encodes base64 itself)."""
+        if self._pool is None:
+            raise Unavailable(f"openai backend for {self._name!r} is not started")
+        body: dict[str, Any] = {"model": self._upstream_model, "input": request.inputs, "encoding_format": "float"}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        headers = {"Content-Type": "application/json", "X-Request-Id": request.request_id}
+        try:
+            async with await self._pool.request("POST", self._path + "/embeddings", json.dumps(body).encode(),
+                                                headers) as r:
+                raw = await r.read()
+        except (HTTPClientError, TimeoutError) as exc:
+            raise UpstreamError(f"upstream {self.config.url}: {exc}") from exc
+        payload = json_or_text(raw)
+        if r.status in (404, 405) and not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):
+            # No such route (vLLM's server registers none for a generating model): the model has no
+            # embeddings here, which is the request's 400, not an unknown model.
+            raise InvalidRequest(f"the model `{self._name}` does not serve embeddings: its upstream "
+                                 f"{self.config.url} has no POST /embeddings (HTTP {r.status})", param="model")
+        if r.status != 200:
+            raise upstream_error(r.status, payload)
+        try:
+            data = sorted(payload["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in data]
+            prompt_tokens = int(payload.get("usage", {}).get("prompt_tokens", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UpstreamError(f"upstream {self.config.url}: an embeddings answer not in OpenAI's shape "
+                                f"({type(exc).__name__}: {exc})") from exc
+        if len(vectors) != len(request.inputs):
+            raise UpstreamError(f"upstream {self.config.url}: {len(vectors)} embeddings for "
+                                f"{len(request.inputs)} inputs")
+        return EmbeddingResult(vectors, prompt_tokens)

@@ -57,3 +57,11 @@ def observed(request: Request, backend, generate_request):
     if record is None:  # an app built without the middleware
         return backend.generate(generate_request)
     return request.app.state.telemetry.observed(record, backend, generate_request)
+
+
+async def embedded(request: Request, backend, embedding_request):
+    """`backend.embed`, observed into the request's record (the same wrapper gRPC would use)."""
+    record = record_of(request)
+    if record is None:  # an app built without the middleware
+        return await backend.embed(embedding_request)
+    return await request.app.state.telemetry.embedded(record, backend, embedding_request)

@@ -24,8 +24,11 @@ def with_usage(usage: Usage, delta: OutputDelta) -> Usage:
 
 
 def usage_dict(usage: Usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    out = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+           "total_tokens": usage.total_tokens}
+    if usage.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return out
 
 
 def choice_index(prompt_index: int, n: int, delta: OutputDelta) -> int:

@@ -31,10 +31,16 @@ class ErrorResponse(ResponseModel):
     error: ErrorDetail
 
 
+class PromptTokensDetails(ResponseModel):
+    cached_tokens: int
+    """Prompt tokens served from the prefix cache (not computed again)."""
+
+
 class Usage(ResponseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = absent_unless("the backend reports prefix-cache hits")
 
 
 class CompletionLogprobs(ResponseModel):

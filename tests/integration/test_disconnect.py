@@ -31,7 +31,7 @@ def test_streaming_client_disconnect_aborts_its_sequence(server):
     wait_for(lambda: engine.num_running == 0)
     steps = engine.num_steps - steps_at_close
     assert steps <= 2, f"the sequence kept running for {steps} steps after the client left"
-    assert engine.core.runner.num_slots_used == 0
+    assert engine.core.scheduler.blocks.num_holders == 0
 
 
 def test_non_streaming_client_disconnect_aborts_its_sequence(server):
@@ -55,7 +55,7 @@ def test_non_streaming_client_disconnect_aborts_its_sequence(server):
     wait_for(lambda: engine.num_running == 0)
     assert errors, "the request finished before the client gave up; make it longer"
     assert engine.num_steps - steps_at_close <= 2
-    assert engine.core.runner.num_slots_used == 0
+    assert engine.core.scheduler.blocks.num_holders == 0
 
 
 def test_others_keep_generating_when_one_client_leaves(server, client):

@@ -83,7 +83,7 @@ def test_cancelling_mid_stream_frees_the_engine_sequence(server, generation):
     wait_for(lambda: engine.num_running == 0)
     # A few steps may pass while the cancellation crosses the network and threads; 900 would without it.
     assert engine.num_steps - steps_at_cancel <= 8, "the sequence kept running after the client cancelled"
-    assert engine.core.runner.num_slots_used == 0
+    assert engine.core.scheduler.blocks.num_holders == 0
     with pytest.raises(grpc.RpcError) as err:
         next(call)
     assert err.value.code() == grpc.StatusCode.CANCELLED
@@ -96,7 +96,7 @@ def test_deadline_exceeded_aborts_the_request(server, generation):
         generation.Complete(generate_request(BUNDLED, "The for statement", **LONG), timeout=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_for(lambda: engine.num_running == 0)
-    assert engine.core.runner.num_slots_used == 0
+    assert engine.core.scheduler.blocks.num_holders == 0
 
 
 def test_abort_by_request_id_ends_the_call_with_cancelled(server, generation):

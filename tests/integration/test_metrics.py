@@ -109,8 +109,11 @@ def test_gauges_see_a_running_request(server):
     with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()
         next(lines)
+        blocks = engine.core.scheduler.blocks
+        usage_before = blocks.usage  # the stream's blocks only grow while it runs
         samples = scrape(server)
+        usage_after = blocks.usage
     assert value(samples, "turnout_num_requests_running", model=BUNDLED) == 1.0
-    assert value(samples, "turnout_kv_cache_usage_ratio", model=BUNDLED) == pytest.approx(1 / 48)
+    assert 0 < usage_before <= value(samples, "turnout_kv_cache_usage_ratio", model=BUNDLED) <= usage_after
     assert 0 < value(samples, "turnout_token_budget_usage_ratio", model=BUNDLED) <= 1
     wait_for(lambda: engine.num_running == 0)

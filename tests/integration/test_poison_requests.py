@@ -43,6 +43,7 @@ def assert_still_serving(server, headers: dict | None = None) -> None:
             break
         time.sleep(0.01)
     assert engine.num_running == engine.num_waiting == 0
+    assert not engine.embeddings.pending
     assert engine.alive
     assert httpx.get(server.url + "/health").status_code == 200
 

@@ -37,7 +37,12 @@ def via(gateway):
 def same_answer(direct, via_tgi):
     assert [(c.index, c.text, c.finish_reason) for c in via_tgi.choices] == \
         [(c.index, c.text, c.finish_reason) for c in direct.choices]
-    assert via_tgi.usage.model_dump() == direct.usage.model_dump()
+    assert counts(via_tgi.usage) == counts(direct.usage)
+
+
+def counts(usage) -> tuple[int, int, int]:
+    """The token counts (TGI's API has no word for prefix-cache hits: prompt_tokens_details is ours alone)."""
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
 
 
 def test_model_info_comes_from_tgi_info(server, via):
@@ -74,7 +79,7 @@ def test_stop_string_is_cut_as_direct_and_streamed_alike(client, via):
     assert through.choices[0].finish_reason == "stop" and through.choices[0].text == free[: free.index(stop)]
     chunks = list(via.completions.create(model=VIA, **args, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == through.choices[0].text
-    assert chunks[-1].usage.model_dump() == through.usage.model_dump()
+    assert counts(chunks[-1].usage) == counts(through.usage)
 
 
 def test_eos_ends_as_stop_like_direct(server, client, via):
@@ -117,7 +122,7 @@ def test_client_disconnect_frees_the_upstream_sequence(server, gateway, client):
     wait_for(lambda: engine.num_running == 0)
     steps = engine.num_steps - steps_at_close
     assert steps < 40, f"the upstream sequence ran on for {steps} steps after the client left"
-    assert engine.core.runner.num_slots_used == 0
+    assert engine.core.scheduler.blocks.num_holders == 0
 
 
 async def test_prompt_count_fallback_uses_tgi_tokenize(server):

@@ -29,9 +29,9 @@ def test_core_abort_frees_the_slot_before_the_next_step(core):
     core.add([long_seq("b")])
     for _ in range(3):
         core.step()
-    assert core.scheduler.num_running == 2 and core.runner.num_slots_used == 2
+    assert core.scheduler.num_running == 2 and core.scheduler.blocks.num_holders == 2
     core.abort("a")
-    assert core.scheduler.num_running == 1 and core.runner.num_slots_used == 1
+    assert core.scheduler.num_running == 1 and core.scheduler.blocks.num_holders == 1
     outputs = core.step()
     assert [o.seq.request_id for o in outputs] == ["b"]
 

@@ -67,7 +67,7 @@ def finished(outputs) -> dict[str, FinishReason]:
 
 def assert_engine_empty(core: EngineCore) -> None:
     assert core.scheduler.num_running == core.scheduler.num_waiting == 0
-    assert core.runner.num_slots_used == 0
+    assert core.scheduler.blocks.num_holders == 0
 
 
 @pytest.mark.parametrize("bad", [

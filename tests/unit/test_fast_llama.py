@@ -1,4 +1,4 @@
-"""The lean Llama-family forward computes what transformers' forward computes, on the slot KV cache."""
+"""The lean Llama-family forward computes what transformers' forward computes, on the paged KV cache."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 from backends.hf import cpu_kernels, fast_llama, packed_linear
 from backends.hf.ops import KernelOps, TorchOps
 from backends.hf.runner import ModelRunner
+from backends.hf.scheduler import Scheduler, SchedulerConfig
 from backends.hf.sequence import Sequence
 from backends.types import SamplingParams
 
@@ -18,10 +19,8 @@ def load(path):
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
-# The lean forward's ops and decode paths: on the C++ kernels (decode steps through its mask-free `decode`);
-# on PyTorch ops as where the kernels cannot be built (the general forward); and `decode` on PyTorch ops,
-# which the runner does not choose but which computes the same.
-PATHS = ["kernels", "torch", "torch-mask-free-decode"]
+# The lean forward's ops: on the C++ kernels, and on PyTorch ops (as where the kernels cannot be built).
+PATHS = ["kernels", "torch"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -32,28 +31,40 @@ def test_fast_forward_logits_equal_transformers(random_models, kind, path, monke
     model, reference = load(random_models[kind]), load(random_models[kind])
     assert fast_llama.supports(model)
     prompts = [[5, 9, 33, 7], [11, 3], [40, 41, 42, 43, 44, 45]]
-    runner = ModelRunner(model, num_slots=4, max_len=64, pad_token_id=0)
+    sched = Scheduler(SchedulerConfig(max_num_seqs=4, num_blocks=8, block_size=4, enable_prefix_caching=False))
+    runner = ModelRunner(model, sched.blocks, pad_token_id=0)
     assert runner.fast_forward is not None
     assert isinstance(runner.ops, KernelOps if path == "kernels" else TorchOps)
-    if path == "torch-mask-free-decode":
-        runner.mask_free_decode = True
     seqs = [Sequence(str(i), p, SamplingParams()) for i, p in enumerate(prompts)]
-    ran = runner.execute({s: len(p) for s, p in zip(seqs, prompts, strict=True)})
+    for seq in seqs:
+        sched.add(seq)
+    ran = runner.execute(sched.schedule().num_scheduled_tokens)
     with torch.no_grad():
-        for seq, prompt, row in zip(ran.due, [s.prompt_token_ids for s in ran.due], ran.logits, strict=True):
-            expected = reference(torch.tensor([prompt])).logits[0, -1]
+        for seq, row in zip(ran.due, ran.logits, strict=True):
+            expected = reference(torch.tensor([seq.prompt_token_ids])).logits[0, -1]
             assert torch.allclose(row, expected, atol=ATOL), seq.request_id
-    # Two decode steps on the cache: each row's next logits still match a full forward of its tokens.
-    for step in range(2):
+    # Three decode steps through the block tables (crossing into new blocks): each row's next logits still
+    # match a full forward of its tokens; then one step mixing a decode row with a new prompt.
+    for step in range(3):
         for seq in seqs:
             seq.append_token(60 + step)
-        ran = runner.execute({s: 1 for s in seqs})
-        # A mask-free decode step declares no write positions: the ops write each row's key at its position.
-        assert (runner.cache.write_positions is None) == (path != "torch")
+        ran = runner.execute(sched.schedule().num_scheduled_tokens)
         with torch.no_grad():
             for seq, row in zip(ran.due, ran.logits, strict=True):
                 expected = reference(torch.tensor([seq.token_ids])).logits[0, -1]
                 assert torch.allclose(row, expected, atol=ATOL), (seq.request_id, step)
+    late = Sequence("late", [7, 8, 9, 10, 11], SamplingParams())
+    sched.add(late)
+    seqs[0].append_token(70)
+    sched.remove(seqs[1])
+    sched.remove(seqs[2])
+    scheduled = sched.schedule().num_scheduled_tokens
+    assert scheduled == {seqs[0]: 1, late: 5}
+    ran = runner.execute(scheduled)
+    with torch.no_grad():
+        for seq, row in zip(ran.due, ran.logits, strict=True):
+            expected = reference(torch.tensor([seq.token_ids])).logits[0, -1]
+            assert torch.allclose(row, expected, atol=ATOL), seq.request_id
 
 
 def test_packed_projections_leave_the_model(random_models):
@@ -85,7 +96,8 @@ def test_dense_fusing_keeps_one_copy_of_the_weights(random_models, monkeypatch):
 def test_unsupported_models_use_the_transformers_forward(random_models):
     model = load(random_models["gpt2"])
     assert not fast_llama.supports(model)
-    assert ModelRunner(model, num_slots=2, max_len=32, pad_token_id=0).fast_forward is None
+    blocks = Scheduler(SchedulerConfig(num_blocks=4)).blocks
+    assert ModelRunner(model, blocks, pad_token_id=0).fast_forward is None
 
 
 def test_packed_forward_lets_the_checkpoint_file_unmap(random_models, tmp_path):

@@ -34,7 +34,7 @@ def backend_of(path: Path) -> str | None:
 def test_every_backend_is_listed_here():
     present = {p.name.removesuffix(".py") for p in BACKENDS.iterdir() if p.is_dir() or p.suffix == ".py"}
     shared = {"__init__", "__pycache__", "base", "types", "errors", "validation", "tokenizing", "detokenizer",
-              "stop_strings", "artifact", "registry"}
+              "stop_strings", "artifact", "registry", "embeddings"}
     assert present - shared == BACKEND_NAMES, "a new module in backends/: a backend (BACKEND_NAMES) or shared?"
 
 

@@ -8,6 +8,9 @@ using release_gil = pybind11::call_guard<pybind11::gil_scoped_release>;
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "one query token per row over its cached keys and values",
         release_gil());
+  m.def("paged_decode_attention", &paged_decode_attention,
+        "one query token per row over its keys and values in a paged cache, read through block tables",
+        release_gil());
   m.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * weight over the last dimension", release_gil());
   m.def("add_rms_norm", &add_rms_norm, "hidden += delta in place, then rms_norm(hidden) * weight", release_gil());
   m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused [..., 2 * intermediate] projection", release_gil());

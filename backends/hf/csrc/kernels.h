@@ -1,4 +1,5 @@
-// CPU kernels of the HF engine's lean forward (float32). Each checks its inputs and names itself in errors.
+// CPU kernels of the HF engine's lean forward (float32 and bfloat16). Each checks its inputs and names itself
+// in errors.
 #pragma once
 #include <torch/extension.h>
 
@@ -24,8 +25,49 @@ inline float fast_exp(float x) {
   return (p * r * r + r + 1.f) * __builtin_bit_cast(float, half_scale) * 2.f;
 }
 
+// bfloat16 as its bits (torch's layout: the top half of a float32). The kernels take bf16 tensors' data as
+// uint16_t and do all arithmetic in float32: to_float on every load, from_float on every store, so a kernel
+// rounds once per output where torch's op-by-op bf16 rounds after each op. Both are plain integer ops the
+// compiler vectorizes in `omp simd` loops (a shift; an add, a shift and a NaN select).
+using bf16 = uint16_t;
+
+inline float to_float(float x) { return x; }
+inline float to_float(bf16 x) { return __builtin_bit_cast(float, static_cast<uint32_t>(x) << 16); }
+
+template <typename T>
+T from_float(float x);
+template <>
+inline float from_float<float>(float x) {
+  return x;
+}
+// Round to nearest, ties to even, as torch's float -> bfloat16 (c10::round_to_nearest_even): overflow
+// rounds to inf, and any NaN becomes the quiet NaN 0x7FC0.
+template <>
+inline bf16 from_float<bf16>(float x) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return x != x ? static_cast<bf16>(0x7FC0) : static_cast<bf16>(rounded);
+}
+
+// Calls f(float{}) or f(bf16{}) for a float32 or bfloat16 tensor (the element type as a tag), and rejects
+// any other dtype naming the op.
+template <typename F>
+auto dispatch_float_types(at::ScalarType type, const char* op, F&& f) {
+  if (type == at::kFloat) return f(float{});
+  TORCH_CHECK(type == at::kBFloat16, op, ": float32 or bfloat16 tensors only, not ", type);
+  return f(bf16{});
+}
+
+// A tensor's data as T (float or bf16 bits); the caller has checked its dtype.
+template <typename T>
+T* data_as(const at::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& lengths, double scale);
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
+                                  const at::Tensor& block_tables, const at::Tensor& lengths, double scale);
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 at::Tensor add_rms_norm(at::Tensor& hidden, const at::Tensor& delta, const at::Tensor& weight, double eps);
 at::Tensor silu_mul(const at::Tensor& gate_up);
