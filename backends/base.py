@@ -23,7 +23,7 @@ from typing import Protocol
 from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.errors import InvalidRequest
 from backends.tokenizing import Tokenizing
-from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
+from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, ToolSupport
 
 
 class Tokenizer(Protocol):
@@ -57,6 +57,11 @@ class Backend(abc.ABC):
         """The local tokenizer's size-bounded calls that run off the event loop (encoding prompts, rendering
         chat templates); None for remote backends. Front ends use it for anything that may be big."""
         return None
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        """Whether and how chat requests with `tools` are served (see ToolSupport); by default they are not."""
+        return ToolSupport.NONE
 
     @abc.abstractmethod
     async def start(self) -> None:

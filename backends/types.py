@@ -11,6 +11,49 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class ToolSupport(StrEnum):
+    """How a backend serves `tools` on chat requests."""
+
+    NONE = "none"
+    """It cannot: a chat request with tools is a 400 naming `tools`."""
+    GRAMMAR = "grammar"
+    """The front end does it over a local tokenizer: it renders the tools with the chat template, constrains
+    `required` and named choices with `SamplingParams.json_schema`, and reads the calls out of the text. The
+    backend sees an ordinary request."""
+    UPSTREAM = "upstream"
+    """A remote server does it: `GenerateRequest.tools` and the messages go to it as they are, and its
+    calls come back in `OutputDelta.tool_calls`."""
+
+
+@dataclass(slots=True, frozen=True)
+class ToolFunction:
+    """A function a model may call: its name, what it does, and a JSON schema of its arguments."""
+
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+    """A JSON schema (an object's); None: the function takes no arguments."""
+
+
+@dataclass(slots=True, frozen=True)
+class ToolChoice:
+    mode: str = "auto"
+    """"none" (answer in text), "auto" (text or calls, as the model likes), "required" (one call or more)
+    or "function" (a call of `name`)."""
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of one tool call, in OpenAI's streaming shape: the first piece of call `index` has its `id`
+    and `name`; later ones only add `arguments` text (the call's arguments are their concatenation)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class FinishReason(StrEnum):
     STOP = "stop"  # end-of-sequence token, a stop token id or a stop string
     LENGTH = "length"  # max_tokens reached or the context is full
@@ -107,7 +150,8 @@ class SamplingParams:
 class GenerateRequest:
     """One request as a backend sees it: exactly one of `prompt` text, `prompt_token_ids` or `messages`.
 
-    `messages` is used only for backends without a local tokenizer (remote servers apply their own chat
+    `messages` (OpenAI-shaped dicts: role and content, an assistant's `tool_calls`, a tool's `tool_call_id`)
+    is used only for backends without a local tokenizer (remote servers apply their own chat
     template); local backends get chat requests already rendered to token ids.
     """
 
@@ -117,7 +161,7 @@ class GenerateRequest:
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
     adapter: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict] | None = None
     buffered: bool = False
     """The front end sends nothing until the request has finished (a non-streaming response), so the
     router may restart it on another replica if one fails midway."""
@@ -128,6 +172,11 @@ class GenerateRequest:
     patience: float | None = None
     """Seconds the client waits for each next piece of output (OpenAI clients send their read timeout): a
     longer wait is abandoned, as the client has given up by then. None: no bound."""
+    tools: list[ToolFunction] | None = None
+    """For a `ToolSupport.UPSTREAM` backend: the functions the model may call, with `tool_choice` and
+    `parallel_tool_calls`. Other backends never get them (the front end has done the work or refused)."""
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
     session: str | None = None
     """The client's session id (the header router.affinity_session_header names), which the router's
     prefix_affinity policy places the request by instead of its prompt. Backends ignore it."""
@@ -191,6 +240,9 @@ class OutputDelta:
     usage: Usage | None = None
     cumulative_logprob: float | None = None
     """Sum of the choice's token logprobs, on its last delta, when logprobs or best_of were asked for."""
+    tool_calls: list[ToolCallDelta] | None = None
+    """Pieces of the tool calls this choice makes (from a `ToolSupport.UPSTREAM` backend, or the front end's
+    reading of the text)."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -33,6 +33,7 @@ from backends.types import (
     OutputDelta,
     SamplingParams,
     TokenLogprob,
+    ToolSupport,
     TopLogprob,
     Usage,
 )
@@ -128,6 +129,12 @@ class VLLMBackend(Backend):
     @property
     def tokenizing(self) -> Tokenizing | None:
         return self._tokenizing
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        # vLLM's own tool parsers live in its HTTP server, not in the engine this runs; its structured
+        # outputs constrain the json_schema the front end asks for, as xgrammar does on the HF engine.
+        return ToolSupport.GRAMMAR
 
     @property
     def engine(self):

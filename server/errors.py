@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -135,10 +136,15 @@ def error_response(exc: TurnoutError) -> JSONResponse:
     return JSONResponse(openai_body(exc), status_code=http_status(exc), headers=error_headers(exc))
 
 
+_UNION_MEMBER = re.compile(r"^([a-z-]+\[.*\]|[A-Z][A-Za-z]*)$")
+
+
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
     """The first pydantic error, with its field path as `param` and the offending value quoted."""
     first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    # A union's member shows in the path by its type (tool_choice.literal['none','auto','required']): the
+    # field a client wrote is the path without it.
+    param = ".".join(str(part) for part in first["loc"] if not _UNION_MEMBER.match(str(part))) or None
     message = first["msg"].removeprefix("Value error, ")
     if "input" in first and first["type"] != "missing" and param:
         message = f"{param}: {message} (got {first['input']!r})"

@@ -51,7 +51,7 @@ from backends.errors import (
     Unavailable,
 )
 from backends.tokenizing import Tokenizing
-from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta
+from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, ToolSupport
 from backends.validation import check_request_token_ids, check_token_ids
 from server.admission import DeadlineExceeded, Draining, sequences_per_prompt
 from server.admission_queue import AdmissionQueue
@@ -135,6 +135,10 @@ class ModelPool(Backend):
     @property
     def tokenizing(self) -> Tokenizing | None:
         return self._exemplar.tokenizing
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        return self._exemplar.tool_support
 
     @property
     def adapters(self) -> list[ModelInfo]:
@@ -446,6 +450,10 @@ class AdapterView(Backend):
     @property
     def tokenizing(self) -> Tokenizing | None:
         return self.pool.tokenizing
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        return self.pool.tool_support
 
     async def start(self) -> None:  # the pool's lifecycle is the router's business
         pass

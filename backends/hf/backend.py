@@ -20,7 +20,15 @@ from backends.hf.engine_setup import build_core
 from backends.hf.grammar import GrammarCompiler
 from backends.hf.sequence import Sequence
 from backends.tokenizing import Tokenizing
-from backends.types import BackendStats, GenerateRequest, ModelInfo, OutputDelta, SamplingParams, Usage
+from backends.types import (
+    BackendStats,
+    GenerateRequest,
+    ModelInfo,
+    OutputDelta,
+    SamplingParams,
+    ToolSupport,
+    Usage,
+)
 from backends.validation import check_request_token_ids, check_sampling, check_token_ids, fit_context
 
 # Decoding features the engine does not implement yet; requests asking for them get a 400, not a surprise.
@@ -61,6 +69,10 @@ class HFBackend(Backend):
     @property
     def tokenizing(self) -> Tokenizing | None:
         return self._tokenizing
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        return ToolSupport.GRAMMAR  # xgrammar constrains required and named calls (`json_schema`)
 
     async def start(self) -> None:
         def setup() -> EngineCore:  # runs on the engine's own thread: see backends/hf/engine.py

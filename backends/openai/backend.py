@@ -25,7 +25,7 @@ from backends.errors import InvalidRequest, Unavailable, UpstreamError
 from backends.openai.config import OpenAIUpstreamConfig
 from backends.openai.http1 import ConnectionPool, HTTPClientError
 from backends.openai.wire import deltas, json_or_text, request_body, sse_data, upstream_error
-from backends.types import GenerateRequest, ModelInfo, OutputDelta
+from backends.types import GenerateRequest, ModelInfo, OutputDelta, ToolSupport
 from backends.validation import check_sampling
 
 UNSUPPORTED = (
@@ -46,6 +46,10 @@ class OpenAIUpstreamBackend(Backend):
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(name=self._name, max_model_len=self._max_model_len, owned_by="upstream")
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        return ToolSupport.UPSTREAM  # tools, tool_choice and the tool messages go to the upstream as they are
 
     def _new_pool(self) -> ConnectionPool:
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}

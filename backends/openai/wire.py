@@ -23,6 +23,7 @@ from backends.types import (
     OutputDelta,
     SamplingParams,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -48,6 +49,8 @@ def request_body(request: GenerateRequest, model: str, return_token_ids: bool) -
                 {"type": "json_schema", "json_schema": {"name": "schema", "schema": p.json_schema}}
                 if p.json_schema else {"type": "json_object"}
             )
+        if request.tools:
+            body.update(_tool_fields(request))
     else:
         path = "/completions"
         body["prompt"] = request.prompt_token_ids if request.prompt_token_ids is not None else request.prompt
@@ -75,6 +78,25 @@ def request_body(request: GenerateRequest, model: str, return_token_ids: bool) -
     if return_token_ids:
         body["return_token_ids"] = True
     return path, body
+
+
+def _tool_fields(request: GenerateRequest) -> dict[str, Any]:
+    tools = []
+    for tool in request.tools or ():
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        if tool.parameters is not None:
+            function["parameters"] = tool.parameters
+        tools.append({"type": "function", "function": function})
+    fields: dict[str, Any] = {"tools": tools}
+    choice = request.tool_choice
+    if choice is not None:
+        fields["tool_choice"] = ({"type": "function", "function": {"name": choice.name}}
+                                 if choice.mode == "function" else choice.mode)
+    if not request.parallel_tool_calls:
+        fields["parallel_tool_calls"] = False
+    return fields
 
 
 def upstream_error(status: int, payload: Any) -> TurnoutError:
@@ -136,7 +158,7 @@ async def deltas(payloads: AsyncIterator[bytes], chat: bool) -> AsyncIterator[Ou
                 held = None
             if delta.finish_reason is not None:
                 held = delta
-            elif delta.text or delta.token_ids:
+            elif delta.text or delta.token_ids or delta.tool_calls:
                 yield delta
         if usage:
             if held is None:
@@ -151,8 +173,12 @@ async def deltas(payloads: AsyncIterator[bytes], chat: bool) -> AsyncIterator[Ou
 
 
 def _choice_delta(choice: dict, chat: bool) -> OutputDelta:
+    tool_calls = None
     if chat:
-        text = (choice.get("delta") or {}).get("content") or ""
+        wire_delta = choice.get("delta") or {}
+        text = wire_delta.get("content") or ""
+        if wire_delta.get("tool_calls"):
+            tool_calls = [_tool_call_delta(item) for item in wire_delta["tool_calls"]]
     else:
         text = choice.get("text") or ""
     finish = choice.get("finish_reason")
@@ -162,11 +188,21 @@ def _choice_delta(choice: dict, chat: bool) -> OutputDelta:
         if reason is None:
             raise UpstreamError(f"upstream finished with unknown reason {finish!r}")
     token_ids = list(choice.get("token_ids") or [])
-    delta = OutputDelta(index=choice.get("index", 0), token_ids=token_ids, text=text, finish_reason=reason)
+    delta = OutputDelta(index=choice.get("index", 0), token_ids=token_ids, text=text, finish_reason=reason,
+                        tool_calls=tool_calls)
     logprobs = choice.get("logprobs")
     if logprobs:
         delta.logprobs = _chat_logprobs(logprobs, token_ids) if chat else _completion_logprobs(logprobs, token_ids)
     return delta
+
+
+def _tool_call_delta(item: dict) -> ToolCallDelta:
+    try:
+        function = item.get("function") or {}
+        return ToolCallDelta(int(item["index"]), item.get("id"), function.get("name"),
+                             function.get("arguments") or "")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UpstreamError(f"upstream sent a tool call not in OpenAI's shape: {item!r:.200}") from exc
 
 
 def _completion_logprobs(lp: dict, token_ids: list[int]) -> list[TokenLogprob]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from backends.types import OutputDelta, TokenLogprob, Usage
+from backends.types import OutputDelta, TokenLogprob, ToolCallDelta, Usage
 
 
 @dataclass
@@ -16,6 +16,8 @@ class Choice:
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     prompt_logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    """The pieces of the calls a backend sent (ToolSupport.UPSTREAM), in order."""
 
 
 def with_usage(usage: Usage, delta: OutputDelta) -> Usage:
@@ -48,6 +50,8 @@ async def collect(merged: AsyncIterator[tuple[int, OutputDelta]], n: int) -> tup
             choice.logprobs = (choice.logprobs or []) + delta.logprobs
         if delta.prompt_logprobs is not None:
             choice.prompt_logprobs = delta.prompt_logprobs
+        if delta.tool_calls:
+            choice.tool_calls.extend(delta.tool_calls)
         if delta.finish_reason is not None:
             choice.finish_reason = delta.finish_reason.value
         usage = with_usage(usage, delta)

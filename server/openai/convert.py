@@ -6,8 +6,10 @@ from jinja2 import TemplateError
 
 from backends.errors import InvalidRequest
 from backends.tokenizing import Tokenizing
-from backends.types import SamplingParams
+from backends.types import SamplingParams, ToolChoice, ToolFunction
 from server.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+from server.openai.tool_schemas import ToolDefinition
+from server.tool_calling.rendering import for_template
 
 
 def _stop_list(stop: str | list[str] | None) -> list[str]:
@@ -89,24 +91,78 @@ def chat_sampling_params(req: ChatCompletionRequest) -> SamplingParams:
     )
 
 
-async def render_chat(tokenizing: Tokenizing, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+def tool_functions(tools: list[ToolDefinition] | None) -> list[ToolFunction]:
+    return [ToolFunction(t.function.name, t.function.description, t.function.parameters) for t in tools or ()]
+
+
+def chat_tools(req: ChatCompletionRequest) -> tuple[list[ToolFunction], ToolChoice]:
+    """The request's functions and tool choice, with the rules that tie its fields together."""
+    functions = tool_functions(req.tools)
+    names = [f.name for f in functions]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidRequest(f"tools: function names must be unique, {duplicates[0]!r} is defined twice",
+                             param="tools")
+    wire = req.tool_choice
+    if wire is None:
+        choice = ToolChoice("auto" if functions else "none")
+    elif isinstance(wire, str):
+        choice = ToolChoice(wire)
+    else:
+        choice = ToolChoice("function", wire.function.name)
+        if wire.function.name not in names:
+            raise InvalidRequest(f"tool_choice names the function {wire.function.name!r}, which is not in tools "
+                                 f"({', '.join(map(repr, names)) or 'none given'})", param="tool_choice")
+    if choice.mode in ("required", "function") and not functions:
+        raise InvalidRequest(f"tool_choice {choice.mode!r} needs tools to choose from", param="tool_choice")
+    if functions and choice.mode != "none" and req.response_format is not None \
+            and req.response_format.type != "text":
+        raise InvalidRequest("response_format cannot constrain a reply that may call tools; use tool_choice "
+                             "'none' or drop response_format", param="response_format")
+    return functions, choice
+
+
+def message_dicts(messages: list[ChatMessage]) -> list[dict]:
+    """The conversation as OpenAI-shaped dicts, content as plain text: what a chat template and a remote
+    server take."""
+    out = []
+    for m in messages:
+        message: dict = {"role": m.role, "content": m.text()}
+        if m.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                                     for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            message["name"] = m.name
+        out.append(message)
+    return out
+
+
+async def render_chat(tokenizing: Tokenizing, messages: list[dict], add_generation_prompt: bool,
+                      tools: list[dict] | None = None) -> list[int]:
     """Apply the model's chat template (off the event loop when the conversation is big); the template adds
-    any special tokens it wants. A conversation whose text alone cannot fit the context is refused first."""
+    any special tokens it wants. A conversation whose text alone cannot fit the context is refused first.
+    `tools` (OpenAI's definitions) reach a template that knows them, else the fallback rendering
+    (server/tool_calling/rendering.py)."""
     tokenizer = tokenizing.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
         raise InvalidRequest(
             "this model has no chat template; use /v1/completions with a plain prompt instead",
             param="messages",
         )
-    conversation = [{"role": m.role, "content": m.text()} for m in messages]
-    chars = sum(len(m["content"]) for m in conversation)
+    conversation, template_tools = for_template(messages, tools, template)
+    chars = sum(len(m["content"]) for m in conversation) + len(repr(template_tools or "")) + sum(
+        len(c["function"]["arguments"]) for m in messages for c in m.get("tool_calls") or ())
     tokenizing.check_size(chars, param="messages")
-    return await tokenizing.run(chars, _render, tokenizer, conversation, add_generation_prompt)
+    return await tokenizing.run(chars, _render, tokenizer, conversation, add_generation_prompt, template_tools)
 
 
-def _render(tokenizer, conversation: list[dict], add_generation_prompt: bool) -> list[int]:
+def _render(tokenizer, conversation: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> list[int]:
     try:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False,
+        text = tokenizer.apply_chat_template(conversation, tools=tools, tokenize=False,
                                              add_generation_prompt=add_generation_prompt)
         return tokenizer.encode(text, add_special_tokens=False)
     except (TemplateError, TypeError, ValueError) as exc:  # the template's own checks (raise_exception), or

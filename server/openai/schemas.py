@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.openai.tool_schemas import MAX_TOOLS, ToolCallField, ToolChoiceField, ToolDefinition
+
 MAX_STOP_SEQUENCES = 16
 MAX_N = 16
 
@@ -148,6 +150,18 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallField] | None = None
+    """An assistant turn's calls."""
+    tool_call_id: str | None = None
+    """A tool turn's answer to the call with this id."""
+
+    @model_validator(mode="after")
+    def _tool_fields(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"only assistant messages carry tool_calls, not {self.role!r} ones")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -168,16 +182,17 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: Annotated[list[Any], schema_only(maxItems=0)] | None = None
-    """Not supported: only empty or null is accepted."""
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    """Functions the model may call (server/tool_calling/ says how each backend serves them)."""
+    tool_choice: ToolChoiceField | None = None
+    """Default: "auto" when there are tools, else "none"."""
+    parallel_tool_calls: bool = True
     add_generation_prompt: bool = True
 
     @model_validator(mode="after")
     def _check(self):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
-        if self.tools:
-            raise ValueError("tools are not supported")
         return self
 
 
@@ -192,6 +207,8 @@ class TokenizeRequest(BaseModel):
     """Default: the first model served."""
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    """With `messages`: the tools the chat template lists (as on /v1/chat/completions)."""
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
 

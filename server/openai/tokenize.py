@@ -8,8 +8,9 @@ from starlette.responses import JSONResponse
 from backends.errors import InvalidRequest
 from server.http.json_limits import check_body
 from server.http.requests import parse_body, resolve_model, validated
-from server.openai.convert import render_chat
+from server.openai.convert import message_dicts, render_chat, tool_functions
 from server.openai.schemas import DetokenizeRequest, TokenizeRequest
+from server.tool_calling.plan import template_tools
 
 
 def _local_tokenizer(request: Request, model: str | None):
@@ -25,7 +26,9 @@ async def tokenize(request: Request, data: dict, raw: bytes):
     body = validated(data, TokenizeRequest)
     backend = _local_tokenizer(request, body.model)
     if body.messages is not None:
-        tokens = await render_chat(backend.tokenizing, body.messages, body.add_generation_prompt)
+        tools = template_tools(tool_functions(body.tools))
+        tokens = await render_chat(backend.tokenizing, message_dicts(body.messages), body.add_generation_prompt,
+                                   tools)
     else:
         tokens = await backend.tokenizing.encode(body.prompt, add_special_tokens=body.add_special_tokens)
     return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": backend.info.max_model_len})

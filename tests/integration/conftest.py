@@ -20,8 +20,10 @@ def client(server):
     return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def async_client(server):
+    """One per test: each async test runs on an event loop of its own, and a client's pooled connections
+    belong to the loop that opened them (a shared client failed with "Event loop is closed")."""
     import openai
 
     return openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
