@@ -143,6 +143,7 @@ class VLLMBackend(Backend):
 
     async def start(self) -> None:
         try:
+            from vllm.config import StructuredOutputsConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.lora.request import LoRARequest
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -163,6 +164,9 @@ class VLLMBackend(Backend):
             "max_model_len": self.config.max_model_len,
             "max_num_seqs": self.config.max_num_seqs,
             "disable_log_stats": True,
+            # Compact JSON under a schema, as the HF engine writes it: a small model given free whitespace
+            # spends its budget on blank lines (a 200-token tool call was all newlines).
+            "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         }
         if self.config.max_num_batched_tokens is not None:
             args["max_num_batched_tokens"] = self.config.max_num_batched_tokens

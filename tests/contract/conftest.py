@@ -61,7 +61,11 @@ def _openai_vllm(model_dir):
     from backends.openai import OpenAIUpstreamBackend, OpenAIUpstreamConfig
     from bench.vllm_server import VLLMServerProcess
 
-    upstream = VLLMServerProcess(str(model_dir), MODEL_NAME, max_num_seqs=16).start()
+    # hermes: vLLM's parser for the bundled template's tool-call syntax (its required and named tool
+    # choices need a parser set too)
+    upstream = VLLMServerProcess(str(model_dir), MODEL_NAME, max_num_seqs=16, extra_args=[
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']).start()
     backend = OpenAIUpstreamBackend(OpenAIUpstreamConfig(url=upstream.base_url, model=MODEL_NAME))
     return backend, None, upstream.stop, upstream.generation_tokens
 

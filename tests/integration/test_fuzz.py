@@ -38,7 +38,7 @@ from tests.integration.conftest import BUNDLED
 from tests.integration.test_poison_requests import assert_still_serving
 from tests.server_thread import ServerThread
 
-EXAMPLES = 50  # per route: 8 HTTP routes and gRPC, ~450 requests
+EXAMPLES = 50  # per route: 8 HTTP routes (chat twice: with and without tools) and gRPC, ~500 requests
 
 # Text with everything Unicode has, lone surrogates included (JSON writes them as \udXXX escapes).
 any_text = st.text(st.characters(exclude_categories=()), max_size=40)
@@ -54,11 +54,22 @@ hostile = st.recursive(
 small_count = st.integers(1, 4)
 unit_float = st.floats(0.05, 1.0)
 token_id = st.integers(0, 4095)
-message = st.fixed_dictionaries(
-    {"role": st.sampled_from(["system", "user", "assistant", "tool", "developer"]),
-     "content": any_text | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": any_text}), max_size=2)})
 schema = st.sampled_from([{}, {"type": "object"}, {"type": "string"}, {"$ref": "#"}, {"type": "nonsense"},
                           {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}])
+function_name = st.sampled_from(["f", "get_weather", "", "has space", "x" * 65]) | any_text
+tool_call = st.fixed_dictionaries(
+    {"id": any_text, "type": st.sampled_from(["function", "other"]),
+     "function": st.fixed_dictionaries({"name": function_name, "arguments": any_text | st.just('{"a": 1}')})})
+message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "tool", "developer"]),
+     "content": any_text | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": any_text}), max_size=2)},
+    optional={"tool_calls": st.lists(tool_call, max_size=2), "tool_call_id": any_text})
+tool = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "function", "retrieval"]),
+     "function": st.fixed_dictionaries({"name": function_name},
+                                       optional={"description": any_text, "parameters": schema, "strict": st.booleans()})})
+tool_choice = st.sampled_from(["none", "auto", "required", "any"]) | st.fixed_dictionaries(
+    {"type": st.just("function"), "function": st.fixed_dictionaries({"name": function_name})})
 response_format = st.fixed_dictionaries(
     {"type": st.sampled_from(["text", "json_object", "json_schema"])},
     optional={"json_schema": st.fixed_dictionaries({}, optional={"name": any_text, "schema": schema})})
@@ -97,8 +108,13 @@ COMPLETIONS = ({"model": st.just(BUNDLED),
                {**SAMPLING, "echo": st.booleans(), "logprobs": st.integers(0, 5), "best_of": small_count})
 CHAT = ({"model": st.just(BUNDLED), "messages": st.lists(message, min_size=1, max_size=3)},
         {**SAMPLING, "max_completion_tokens": small_count, "logprobs": st.booleans(),
-         "top_logprobs": st.integers(0, 5), "add_generation_prompt": st.booleans()})
+         "top_logprobs": st.integers(0, 5), "add_generation_prompt": st.booleans(),
+         "tools": st.lists(tool, max_size=3), "tool_choice": tool_choice, "parallel_tool_calls": st.booleans()})
+CHAT_WITH_TOOLS = ({**CHAT[0], "tools": st.lists(tool, min_size=1, max_size=3)},
+                   {k: v for k, v in CHAT[1].items() if k != "tools"})
+"""Tools in every body (above, they are one optional field among thirty)."""
 TOKENIZE = ({}, {"model": st.just(BUNDLED), "prompt": any_text, "messages": st.lists(message, max_size=3),
+                 "tools": st.lists(tool, max_size=2),
                  "add_special_tokens": st.booleans(), "add_generation_prompt": st.booleans(), "inputs": any_text})
 EMBEDDINGS = ({"model": st.just(BUNDLED),
                "input": any_text | st.lists(any_text, min_size=1, max_size=5) | st.lists(token_id, max_size=70)
@@ -168,9 +184,9 @@ odd_headers = st.fixed_dictionaries({"content-type": st.just("application/json")
 })
 
 
-def fuzz_route(path: str):
+def fuzz_route(path: str, fields: tuple[dict, dict] | None = None):
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(raw=body(ROUTES[path]), sent_headers=plain_headers | plain_headers | odd_headers)
+    @given(raw=body(fields or ROUTES[path]), sent_headers=plain_headers | plain_headers | odd_headers)
     def run(server, http, raw, sent_headers):
         response = http.post(server.url + path, content=raw, headers=sent_headers)
         if response.status_code == 504 and sent_headers.get("x-stainless-read-timeout") == "0.0001":
@@ -190,6 +206,7 @@ def test_no_post_route_answers_5xx_to_anything(server):
     with httpx.Client(timeout=60) as http:
         for path in ROUTES:
             fuzz_route(path)(server, http)
+        fuzz_route("/v1/chat/completions", CHAT_WITH_TOOLS)(server, http)
     assert_still_serving(server)
     assert time.perf_counter() - started < 600
 
