@@ -87,9 +87,11 @@ class TorchOps:
         keys = key_cache.index_select(0, ids).view(shape)
         values = value_cache.index_select(0, ids).view(shape)
         # A block's cells past its row's length were never written (a fresh pool is torch.empty: NaN is
-        # possible): masked scores get zero weight, but 0 * NaN is NaN, so those values become 0 in the copy.
-        past = torch.arange(shape[1], device=lengths.device) >= lengths.view(batch, 1)
-        values.masked_fill_(past.view(batch, shape[1], 1, 1), 0)
+        # possible). SDPA adds its mask to the scores (NaN + -inf is NaN) and weighs values by zero (0 * NaN
+        # is NaN), so those keys and values become 0 in the copy.
+        past = (torch.arange(shape[1], device=lengths.device) >= lengths.view(batch, 1)).view(batch, shape[1], 1, 1)
+        keys.masked_fill_(past, 0)
+        values.masked_fill_(past, 0)
         return TorchOps.decode_attention(q, keys, values, lengths, scale)
 
     @staticmethod

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from backends.embeddings import EmbeddingRequest
 from backends.errors import ContextLengthExceeded, InvalidRequest
-from tests.contract.conftest import MODEL_NAME
+from tests.contract.conftest import MODEL_NAME, PARAMS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -21,6 +21,10 @@ EMBEDS = {"hf", "openai-turnout"}
 turnout). vLLM in process, TGI, TensorRT-LLM and vLLM's server of a generating model refuse."""
 TEXTS = ["The for statement is used to iterate", "yield", "The with statement wraps a block"]
 _ids = itertools.count()
+serving = pytest.mark.parametrize("harness", sorted(EMBEDS), indirect=True)
+"""Run on the kinds that embed (the harness fixture takes these of its parameters)."""
+refusing = pytest.mark.parametrize(
+    "harness", [p for p in PARAMS if getattr(p, "values", (p,))[0] not in EMBEDS], indirect=True)
 
 
 def request(inputs, **fields) -> EmbeddingRequest:
@@ -43,13 +47,8 @@ def reference_embeddings(bundled_model_dir, tokenizer):
     return embed
 
 
-def embeds(harness) -> bool:
-    return harness.kind in EMBEDS
-
-
+@serving
 async def test_embeddings_equal_transformers_mean_pooling(harness, reference_embeddings):
-    if not embeds(harness):
-        pytest.skip(f"{harness.kind} serves no embeddings (test_refusal_is_a_400_naming_model)")
     result = await harness.backend.embed(request(TEXTS))
     assert len(result.embeddings) == len(TEXTS)
     for text, vector in zip(TEXTS, result.embeddings, strict=True):
@@ -58,9 +57,8 @@ async def test_embeddings_equal_transformers_mean_pooling(harness, reference_emb
         assert (got - reference_embeddings(text)).abs().max().item() < 1e-5, text
 
 
+@serving
 async def test_token_ids_embed_like_their_text_and_usage_counts_them(harness, tokenizer):
-    if not embeds(harness):
-        pytest.skip(f"{harness.kind} serves no embeddings")
     ids = [tokenizer.encode(text) for text in TEXTS]
     by_text = await harness.backend.embed(request(TEXTS))
     by_ids = await harness.backend.embed(request(ids))
@@ -69,35 +67,31 @@ async def test_token_ids_embed_like_their_text_and_usage_counts_them(harness, to
         assert (torch.tensor(a) - torch.tensor(b)).abs().max().item() < 1e-6
 
 
+@serving
 async def test_dimensions_truncate_then_renormalise(harness, reference_embeddings):
-    if not embeds(harness):
-        pytest.skip(f"{harness.kind} serves no embeddings")
     result = await harness.backend.embed(request(TEXTS[:1], dimensions=16))
     got = torch.tensor(result.embeddings[0])
     assert got.shape == (16,)
     assert (got - reference_embeddings(TEXTS[0], 16)).abs().max().item() < 1e-5
 
 
+@serving
 async def test_input_longer_than_the_context_is_context_length_exceeded(harness):
-    if not embeds(harness):
-        pytest.skip(f"{harness.kind} serves no embeddings")
     with pytest.raises(ContextLengthExceeded) as caught:
         await harness.backend.embed(request(["for " * 1100]))
     assert caught.value.param == "input"
     assert await harness.backend.health() is True
 
 
+@serving
 async def test_token_id_outside_the_vocabulary_is_a_request_error(harness):
-    if not embeds(harness):
-        pytest.skip(f"{harness.kind} serves no embeddings")
     with pytest.raises(InvalidRequest) as caught:
         await harness.backend.embed(request([[1, 2, 4096]]))
     assert caught.value.param == "input"
 
 
+@refusing
 async def test_refusal_is_a_400_naming_model(harness):
-    if embeds(harness):
-        pytest.skip(f"{harness.kind} serves embeddings")
     with pytest.raises(InvalidRequest) as caught:
         await harness.backend.embed(request(TEXTS))
     assert caught.value.param == "model"

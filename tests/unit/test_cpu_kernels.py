@@ -441,7 +441,7 @@ def paged_layout(lengths, kv_heads, head_dim, block_size, dtype, spare_blocks=3,
     max_blocks = max_blocks or max(needed)
     num_blocks = sum(needed) + spare_blocks
     ids = torch.randperm(num_blocks, generator=gen).tolist()
-    key_cache = torch.full((num_blocks, block_size, kv_heads, head_dim), 1e4).to(dtype)
+    key_cache = torch.full((num_blocks, block_size, kv_heads, head_dim), float("nan")).to(dtype)
     value_cache = torch.full((num_blocks, block_size, kv_heads, head_dim), float("nan")).to(dtype)
     tables = torch.full((batch, max_blocks), -1, dtype=torch.int32)
     for b, n in enumerate(lengths):
@@ -466,8 +466,8 @@ PAGED_CASES = [  # (q_heads, kv_heads, block_size, lengths)
 @pytest.mark.parametrize("q_heads,kv_heads,block_size,lengths", PAGED_CASES)
 def test_paged_decode_attention_equals_attention_over_the_contiguous_layout(ops, dtype, q_heads, kv_heads,
                                                                             block_size, lengths):
-    """Against the exact attention of each row over its own prefix. The spare and unused cells hold 1e4 and
-    NaN: any read of them shows."""
+    """Against the exact attention of each row over its own prefix. The spare and unused cells hold NaN, as
+    a fresh (torch.empty) pool may: any read of them that reaches the result shows."""
     head_dim = 64 if q_heads != 6 else 8
     k, v, key_cache, value_cache, tables = paged_layout(lengths, kv_heads, head_dim, block_size, dtype)
     q = torch.randn(len(lengths), q_heads + 2 * kv_heads, head_dim).to(dtype)[:, :q_heads]  # strided, as from qkv
