@@ -10,6 +10,7 @@ worst case serves the same traffic and preempts only when it really runs out.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ def parse_memory(text: str | int | float) -> tuple[str, float]:
             raise ValueError(f"kv_cache_memory must be bytes (such as 4GiB, 512MiB, 2e9) or a fraction of free "
                              f"memory (such as 0.3), got {text!r}")
         number, unit = float(match.group(1)), match.group(2).lower()
+    if not math.isfinite(number):  # "1e400" parses to inf, which counts no blocks
+        raise ValueError(f"kv_cache_memory must be a finite size, got {text!r}")
     if unit == "" and 0 < number <= 1:
         return "fraction", number
     size = number * _UNITS[unit]

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from backends.errors import InvalidRequest, Overloaded
-from backends.types import FinishReason, GenerateRequest, ToolSupport, Usage
+from backends.types import FinishReason, GenerateRequest, ToolCallDelta, ToolSupport, Usage
 from server.http import sse, telemetry_middleware
 from server.http.requests import client_read_timeout, parse_body, request_id, resolve_model, session_id
 from server.http.streams import merge, until_disconnected
@@ -67,12 +67,7 @@ async def create_chat_completion(request: Request):
 
 
 def _choice(c: Choice, plan: ToolPlan, token_ids: bool) -> dict:
-    content, pieces = c.text, c.tool_calls
-    reader = plan.reader()
-    if reader is not None:
-        read = reader.feed(c.text)
-        read += reader.finish()
-        content, pieces = read.content, read.calls
+    content, pieces = _read(plan.reader(), c.text, c.tool_calls, finished=True)
     message: dict = {"role": "assistant", "content": content}
     if pieces:
         message["content"] = content or None
@@ -84,6 +79,17 @@ def _choice(c: Choice, plan: ToolPlan, token_ids: bool) -> dict:
         "finish_reason": _finish_reason(c.finish_reason, bool(pieces)),
         **({"token_ids": c.token_ids} if token_ids else {}),
     }
+
+
+def _read(reader, text: str, pieces: list[ToolCallDelta], finished: bool) -> tuple[str, list[ToolCallDelta]]:
+    """(content, tool-call pieces) of a choice's text: as the backend sent them, or as the plan's reader
+    reads the text (the reader's end once the choice has finished)."""
+    if reader is None:
+        return text, pieces
+    read = reader.feed(text)
+    if finished:
+        read += reader.finish()
+    return read.content, read.calls
 
 
 def _finish_reason(reason: str | None, called: bool) -> str | None:
@@ -120,14 +126,8 @@ async def _events(merged, base: dict, include_usage: bool, token_ids: bool, plan
             first = {"index": delta.index, "delta": opening, "logprobs": None, "finish_reason": None}
             yield encoder.chunk(first)
         usage = with_usage(usage, delta)
-        reader = readers[delta.index]
-        if reader is None:
-            content, pieces = delta.text, delta.tool_calls or []
-        else:
-            read = reader.feed(delta.text)
-            if delta.finish_reason is not None:
-                read += reader.finish()
-            content, pieces = read.content, read.calls
+        content, pieces = _read(readers[delta.index], delta.text, delta.tool_calls or [],
+                                finished=delta.finish_reason is not None)
         wire_delta: dict = {}
         if content:
             wire_delta["content"] = content
